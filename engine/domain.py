@@ -24,6 +24,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "click",         # item clicked in the app or site
         "add_to_cart",
         "purchase",      # properties: quantity, unit_price, invoice
+        "cancellation",  # a purchase taken back (Online Retail "C" invoices); never counted as a purchase
         "app_open",
         "push_open",     # a Pushwise push was opened (properties.send_id)
         "push_click",    # a Pushwise push's deep link was followed (properties.send_id)

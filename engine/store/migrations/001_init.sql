@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     body           VARCHAR,
     score          DOUBLE,                  -- model's click probability of the chosen item
     propensity     DOUBLE,                  -- probability the policy chose this item for this user
+    template_propensity DOUBLE,             -- probability the copy policy chose this template
     policy         VARCHAR NOT NULL,
     model_version  VARCHAR,
     send_at        TIMESTAMPTZ,

@@ -1,0 +1,63 @@
+"""DuckDB reader expressions for the input formats Pushwise ingests (CSV, Parquet, JSON lines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from engine.errors import InputError
+
+__all__ = ["FORMATS", "detect_format", "describe", "reader_sql", "sql_str"]
+
+FORMATS = ("csv", "parquet", "jsonl")
+
+_SUFFIXES = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+}
+
+
+def sql_str(value: str) -> str:
+    """Quote a string as a SQL literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def detect_format(path: Path, fmt: str | None) -> str:
+    """The format named by ``fmt`` or, when absent, by the file's suffix (``.gz`` is looked through)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        return fmt
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".zst")]
+    found = _SUFFIXES.get(suffixes[-1]) if suffixes else None
+    if found is None:
+        raise InputError(f"cannot tell the format of {path.name}; pass --format csv|parquet|jsonl")
+    return found
+
+
+def reader_sql(path: Path, fmt: str) -> str:
+    """A table expression reading ``path``.
+
+    CSV is read with every column as text so that a malformed value quarantines its row instead of
+    failing the whole file; the mappings TRY_CAST each column to its type.
+    """
+    p = sql_str(str(path))
+    if fmt == "parquet":
+        return f"read_parquet({p})"
+    if fmt == "csv":
+        return f"read_csv({p}, header=true, all_varchar=true, strict_mode=false, null_padding=true)"
+    return f"read_json({p}, format='newline_delimited', ignore_errors=false)"
+
+
+def describe(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> list[tuple[str, str]]:
+    """The (column name, DuckDB type) pairs of the file, or a clear InputError when unreadable."""
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path, fmt)}").fetchall()
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"cannot read {path.name} as {fmt}: {first}") from exc
+    return [(r[0], r[1]) for r in rows]
