@@ -152,3 +152,12 @@ CREATE TABLE IF NOT EXISTS model_runs (
     card        JSON NOT NULL,
     PRIMARY KEY (model_name, version)
 );
+
+-- Simulation truth for the sandbox demo (the real world the engine cannot see): which simulated
+-- devices have uninstalled the app. Everything simulated is flagged or lives in sim_* tables.
+CREATE TABLE IF NOT EXISTS sim_device_truth (
+    device_id       VARCHAR PRIMARY KEY,
+    vendor          VARCHAR NOT NULL,
+    token           VARCHAR NOT NULL,
+    uninstalled_at  TIMESTAMPTZ NOT NULL
+);

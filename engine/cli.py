@@ -1,0 +1,205 @@
+"""The ``pushwise`` command line: every stage on its own, and the end-to-end demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from engine.config import Settings, load_settings
+from engine.errors import PushwiseError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
+
+
+def _as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _print(args: argparse.Namespace, payload: dict, text: str) -> None:
+    print(json.dumps(payload, indent=2, default=str) if getattr(args, "json", False) else text)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.ingest import ingest_path
+    from engine.store import Store
+
+    with Store(settings.db_path) as store:
+        reports = []
+        for path in args.paths:
+            r = ingest_path(store, path, fmt=args.format, mapping=args.mapping)
+            reports.append(r)
+            if r.already_ingested:
+                line = f"{path}: already ingested ({r.rows_read:,} rows, mapping {r.mapping}); nothing added"
+            else:
+                line = (f"{path}: {r.rows_read:,} rows read, {r.events_loaded:,} events loaded, "
+                        f"{r.events_duplicate:,} duplicates skipped, {r.rows_quarantined:,} rows quarantined")
+                for reason, n in r.reasons.items():
+                    line += f"\n    quarantined {n:>8,}  {reason}"
+            if not args.json:
+                print(line)
+        if args.json:
+            print(json.dumps([r.__dict__ for r in reports], indent=2))
+    return EXIT_OK
+
+
+def cmd_seed_devices(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.clock import SystemClock
+    from engine.simulate.population import seed_population
+    from engine.store import Store
+
+    with Store(settings.db_path) as store:
+        counts = seed_population(store, SystemClock().now(), seed=settings.seed, source=args.source)
+    _print(args, counts, "simulated devices and consent: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.demo import print_models, train_models
+    from engine.store import Store
+
+    with Store(settings.db_path) as store:
+        results = train_models(store, settings, args.as_of)
+    if args.json:
+        print(json.dumps([r.summary() for r in results], indent=2, default=str))
+    else:
+        print_models(results)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.demo import plan
+    from engine.schedule.campaign import load_campaign
+    from engine.store import Store
+
+    campaign = load_campaign(args.campaign)
+    with Store(settings.db_path) as store:
+        report = plan(store, settings, campaign, args.as_of)
+    text = (f"campaign {report.campaign_id}: audience {report.audience:,}, sends {report.sends:,}, "
+            f"holdout {report.holdout:,}, skipped {sum(report.skipped.values()):,} {report.skipped}")
+    if report.already_planned:
+        text = f"campaign {report.campaign_id} was already planned ({report.audience:,} decisions); nothing changed"
+    _print(args, report.__dict__, text)
+    return EXIT_OK
+
+
+def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.demo import dispatch
+    from engine.store import Store
+
+    with Store(settings.db_path) as store:
+        result = dispatch(store, settings, sandbox=args.sandbox, speed=args.speed, start=args.start,
+                          follow=args.follow, timeout=args.timeout)
+    _print(args, result, "sends by state: " + ", ".join(f"{k}={v:,}" for k, v in result["states"].items()))
+    return EXIT_OK
+
+
+def cmd_simulate_engagement(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.simulate.engagement import simulate_engagement
+    from engine.store import Store
+
+    with Store(settings.db_path) as store:
+        counts = simulate_engagement(store, seed=settings.seed)
+    _print(args, counts, "simulated engagement: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.push.sandbox import serve_forever
+
+    serve_forever(Path(args.workdir))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.demo import run_demo
+
+    summary = run_demo(settings, fast=args.fast, force=args.force, speed=args.speed)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pushwise", description=__doc__)
+    p.add_argument("--config", help="TOML settings file (default: $PUSHWISE_CONFIG or ./pushwise.toml)")
+    p.add_argument("--db", help="DuckDB file (default: data/pushwise.duckdb)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        sp.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        return sp
+
+    sp = add("ingest", cmd_ingest, "load behaviour files into the events table (bad rows are quarantined)")
+    sp.add_argument("paths", nargs="+", metavar="PATH")
+    sp.add_argument("--format", choices=["csv", "parquet", "jsonl"], help="default: from the file suffix")
+    sp.add_argument("--mapping", help="online_retail | open_bandit | events (default: detected from columns)")
+
+    sp = add("seed-devices", cmd_seed_devices, "give users simulated devices and consent (sandbox demo only)")
+    sp.add_argument("--source", default="online_retail", help="users of this source only")
+
+    sp = add("train", cmd_train, "train the click, Open Bandit click and send-time models")
+    sp.add_argument("--as-of", type=_as_of, help="train on data before this time (default: latest event)")
+
+    sp = add("plan", cmd_plan, "turn a campaign file into logged decisions and outbox sends")
+    sp.add_argument("campaign", help="campaign TOML file")
+    sp.add_argument("--as-of", type=_as_of, help="plan as of this time (default: the campaign's as_of)")
+
+    sp = add("dispatch", cmd_dispatch, "deliver due sends through the vendor channels")
+    sp.add_argument("--sandbox", action="store_true", help="start the loopback vendor sandboxes and send there")
+    sp.add_argument("--speed", type=float, default=0.0,
+                    help="run an accelerated clock this many times faster than real time (0: real time)")
+    sp.add_argument("--start", type=_as_of, help="accelerated clock start (default: earliest due send)")
+    sp.add_argument("--follow", action="store_true", help="keep running when nothing is due")
+    sp.add_argument("--timeout", type=float, default=None, help="stop after this many real seconds")
+
+    add("simulate-engagement", cmd_simulate_engagement,
+        "simulate opens, clicks and conversions of delivered sandbox pushes (marked simulated)")
+
+    sp = add("sandbox", cmd_sandbox, "run the loopback APNs and FCM sandboxes until interrupted")
+    sp.add_argument("--workdir", default=".sandbox", help="where the CA, keys and service-account file go")
+
+    sp = add("demo", cmd_demo, "the main job end to end on the shipped real data")
+    sp.add_argument("--fast", action="store_true", help="a small slice of the data (tests)")
+    sp.add_argument("--force", action="store_true", help="replace a database the demo did not create")
+    sp.add_argument("--speed", type=float, default=20_000.0, help="accelerated clock speed for dispatch")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config)
+        if args.db:
+            settings.db_path = args.db
+        settings.validate()
+        return args.func(args, settings)
+    except PushwiseError as exc:
+        from engine.errors import InputError
+
+        print(f"pushwise: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT if isinstance(exc, InputError) else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("pushwise: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The ``sends`` outbox as a state machine in DuckDB: claim due sends, record receipts, recover after a crash.
+
+    pending ──claim──▶ in_flight ──receipt──▶ delivered | invalid_token | failed      (terminal)
+       ▲                  │  │
+       │                  │  └─receipt (retryable, attempts left)──▶ retry ──claim──▶ in_flight …
+       │                  └─crash (found in_flight at start-up)────▶ retry
+    device gone or consent withdrawn at claim time ──────────────────▶ cancelled   (terminal)
+
+A send found ``in_flight`` after a crash may or may not have reached the vendor; it is sent again with
+the same ``send_id``, which the adapters turn into the vendor's idempotency key (``apns-id``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from engine.dispatch.backoff import RetryPolicy
+from engine.domain import Outcome, Receipt
+from engine.store import Store
+
+__all__ = ["claim_due", "record_receipts", "recover_in_flight"]
+
+
+def recover_in_flight(store: Store, now: datetime) -> int:
+    """Return sends left ``in_flight`` by a crashed dispatcher to ``retry``, due now."""
+    with store.transaction() as con:
+        rows = con.execute(
+            """UPDATE sends SET state = 'retry', next_attempt_at = $now, updated_at = $now,
+                      last_error = 'recovered after dispatcher restart'
+               WHERE state = 'in_flight' RETURNING send_id""",
+            {"now": now},
+        ).fetchall()
+    return len(rows)
+
+
+def claim_due(store: Store, now: datetime, limit: int, vendors: list[str] | None = None) -> pd.DataFrame:
+    """Atomically move up to ``limit`` due sends to ``in_flight`` and return them with their device token.
+
+    Sends whose device was deactivated, or whose user withdrew consent for the message class, are
+    cancelled instead (consent is checked again at send time, not only at planning).
+
+    Returns:
+        DataFrame[send_id, vendor, token, app_id, message_class, title, body, data, attempts,
+        first_attempt_at] — ``attempts`` already counts this one.
+    """
+    vendor_filter = "AND s.vendor IN (SELECT unnest($vendors))" if vendors is not None else ""
+    params: dict = {"now": now, "limit": limit}
+    if vendors is not None:
+        params["vendors"] = vendors
+    with store.transaction() as con:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE pw_due AS
+                SELECT s.send_id,
+                       CASE WHEN d.device_id IS NULL OR NOT d.active THEN 'device inactive'
+                            WHEN NOT coalesce(c.granted, false) THEN 'consent withdrawn' END AS cancel_reason
+                FROM sends s
+                LEFT JOIN devices d ON d.device_id = s.device_id
+                LEFT JOIN consents c ON c.user_id = s.user_id AND c.channel = 'push'
+                                     AND c.message_class = s.message_class
+                WHERE s.state IN ('pending', 'retry') AND s.next_attempt_at <= $now {vendor_filter}
+                ORDER BY s.next_attempt_at, s.send_id
+                LIMIT $limit""",
+            params,
+        )
+        con.execute(
+            """UPDATE sends SET state = 'cancelled', last_error = pw_due.cancel_reason, updated_at = $now
+               FROM pw_due WHERE sends.send_id = pw_due.send_id AND pw_due.cancel_reason IS NOT NULL""",
+            {"now": now},
+        )
+        claimed = con.execute(
+            """UPDATE sends SET state = 'in_flight', attempts = sends.attempts + 1, updated_at = $now,
+                      sent_at = coalesce(sends.sent_at, $now)
+               FROM pw_due WHERE sends.send_id = pw_due.send_id AND pw_due.cancel_reason IS NULL
+               RETURNING sends.send_id""",
+            {"now": now},
+        ).fetchall()
+        if not claimed:
+            return _empty_claim()
+        frame = con.execute(
+            """SELECT s.send_id, s.vendor, d.token, d.app_id, s.message_class, s.title, s.body,
+                      CAST(s.data AS VARCHAR) AS data, s.attempts, s.sent_at AS first_attempt_at
+               FROM sends s JOIN devices d ON d.device_id = s.device_id
+               WHERE s.send_id IN (SELECT send_id FROM pw_due WHERE cancel_reason IS NULL)
+               ORDER BY s.send_id"""
+        ).df()
+        con.execute("DROP TABLE pw_due")
+    return frame
+
+
+def _empty_claim() -> pd.DataFrame:
+    return pd.DataFrame(columns=["send_id", "vendor", "token", "app_id", "message_class", "title", "body",
+                                 "data", "attempts", "first_attempt_at"])
+
+
+_TERMINAL_FOR = {
+    Outcome.DELIVERED: "delivered",
+    Outcome.INVALID_TOKEN: "invalid_token",
+    Outcome.REJECTED_PAYLOAD: "failed",
+}
+
+
+def record_receipts(
+    store: Store,
+    claimed: pd.DataFrame,
+    receipts: list[Receipt],
+    now: datetime,
+    policy: RetryPolicy,
+    rng: np.random.Generator,
+) -> dict[str, int]:
+    """Write one batch of vendor receipts: new states, the attempt log, and device deactivations.
+
+    Args:
+        claimed: the frame :func:`claim_due` returned for these sends (``attempts``, ``first_attempt_at``).
+        receipts: one per claimed send, any order.
+
+    Returns:
+        Count of sends per new state.
+    """
+    if not receipts:
+        return {}
+    r = pd.DataFrame({
+        "send_id": [x.send_id for x in receipts],
+        "outcome": [x.outcome.value for x in receipts],
+        "status_code": pd.array([x.status_code for x in receipts], dtype="Int64"),
+        "reason": [x.reason for x in receipts],
+        "vendor_message_id": [x.vendor_message_id for x in receipts],
+        "retry_after": np.array([np.nan if x.retry_after is None else x.retry_after for x in receipts], dtype=float),
+        "invalid_since": pd.to_datetime([x.token_invalid_since for x in receipts], utc=True),
+    }).merge(claimed[["send_id", "attempts", "first_attempt_at"]], on="send_id", how="left")
+
+    attempts = r["attempts"].to_numpy(dtype=float)
+    delay = policy.delays(attempts, r["retry_after"].to_numpy(), rng)
+    first = pd.to_datetime(r["first_attempt_at"], utc=True).fillna(pd.Timestamp(now))
+    next_at = pd.Timestamp(now) + pd.to_timedelta(delay, unit="s")
+    within = (attempts < policy.max_attempts) & ((next_at - first).dt.total_seconds().to_numpy() <= policy.max_total_seconds)
+    terminal = r["outcome"].map({k.value: v for k, v in _TERMINAL_FOR.items()})
+    state = np.where(terminal.notna(), terminal, np.where(within, "retry", "failed"))
+    r["state"] = state
+    r["next_attempt_at"] = np.where(state == "retry", next_at, pd.NaT)
+    r["next_attempt_at"] = pd.to_datetime(r["next_attempt_at"], utc=True)
+    exhausted = (state == "failed") & terminal.isna().to_numpy()
+    r["last_error"] = np.where(exhausted, "retries exhausted: " + r["outcome"] + " " + r["reason"].fillna(""),
+                               r["reason"].fillna(""))
+    r["last_error"] = r["last_error"].replace("", None)
+
+    with store.transaction() as con:
+        con.register("pw_receipts", r)
+        con.execute(
+            """UPDATE sends SET state = x.state, outcome = x.outcome, updated_at = $now,
+                      vendor_message_id = coalesce(x.vendor_message_id, sends.vendor_message_id),
+                      next_attempt_at = coalesce(x.next_attempt_at, sends.next_attempt_at),
+                      last_error = x.last_error
+               FROM pw_receipts x WHERE sends.send_id = x.send_id AND sends.state = 'in_flight'""",
+            {"now": now},
+        )
+        con.execute(
+            """INSERT OR REPLACE INTO send_attempts
+               SELECT send_id, CAST(attempts AS INTEGER), $now, outcome, status_code, reason FROM pw_receipts""",
+            {"now": now},
+        )
+        # Invalid token: deactivate the device, unless it re-registered after the vendor last saw the
+        # token invalid (APNs 410 timestamp), in which case the token is live again.
+        con.execute(
+            """UPDATE devices SET active = false, deactivated_at = $now, deactivation_reason = x.reason
+               FROM pw_receipts x JOIN sends s ON s.send_id = x.send_id
+               WHERE devices.device_id = s.device_id AND x.outcome = 'invalid_token' AND devices.active
+                 AND (x.invalid_since IS NULL OR devices.registered_at <= x.invalid_since)""",
+            {"now": now},
+        )
+        con.unregister("pw_receipts")
+    return pd.Series(state).value_counts().to_dict()

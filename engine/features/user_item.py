@@ -1,0 +1,104 @@
+"""User×item features for given (user, item) pairs as of a time: repeat buying, category affinity, co-occurrence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+
+from engine.errors import InputError
+from engine.features.base import PURCHASE_TYPES, Db, check_as_of, fetch_df, purchases_cte, registered
+from engine.features.item import item_neighbors
+
+__all__ = ["USER_ITEM_FEATURES", "user_item_features"]
+
+#: Feature columns of :func:`user_item_features`, in order.
+USER_ITEM_FEATURES: tuple[str, ...] = (
+    "ui_count",
+    "ui_days_since",
+    "ui_category_count",
+    "ui_category_share",
+    "ui_cooc_score",
+    "ui_cooc_max",
+)
+
+
+def user_item_features(
+    db: Db,
+    as_of: datetime,
+    pairs: pd.DataFrame,
+    neighbors: pd.DataFrame | None = None,
+    event_types: Sequence[str] = PURCHASE_TYPES,
+) -> pd.DataFrame:
+    """How strongly each user's purchase history before ``as_of`` points at each paired item.
+
+    Args:
+        db: the store or a DuckDB connection.
+        as_of: timezone-aware cut-off; only purchases with ``ts < as_of`` are read.
+        pairs: columns ``user_id``, ``item_id``; one output row per input row, in the same order.
+        neighbors: output of :func:`~engine.features.item.item_neighbors` for the same ``as_of``
+            (computed when None; pass it in when scoring several batches at one time).
+        event_types: event types that count as purchases.
+
+    Returns:
+        ``user_id``, ``item_id``; ``ui_count`` (times the user bought the item); ``ui_days_since``
+        (days since they last bought it, NaN if never); ``ui_category_count`` (purchases of items in
+        the item's category, 0 when the category is unknown); ``ui_category_share`` (that count over
+        all the user's purchases, 0 without history); ``ui_cooc_score`` (Σ similarity between the item
+        and the distinct items the user bought, over the item's top neighbours); ``ui_cooc_max``.
+
+    Raises:
+        InputError: ``pairs`` lacks a ``user_id`` or ``item_id`` column.
+    """
+    as_of = check_as_of(as_of)
+    missing = {"user_id", "item_id"} - set(pairs.columns)
+    if missing:
+        raise InputError(f"pairs is missing column(s): {', '.join(sorted(missing))}")
+    if neighbors is None:
+        neighbors = item_neighbors(db, as_of, event_types=event_types)
+    frame = pairs[["user_id", "item_id"]].reset_index(drop=True)
+    frame = frame.assign(pair_no=range(len(frame)))
+    with registered(db, frame, "pw_pairs") as pv, registered(db, neighbors, "pw_nb") as nb:
+        sql = f"""
+            WITH p AS ({purchases_cte()} AND e.user_id IN (SELECT user_id FROM {pv})),
+            ui AS (SELECT user_id, item_id, count(*) AS n, max(ts) AS last_ts FROM p GROUP BY ALL),
+            ut AS (SELECT user_id, sum(n) AS total FROM ui GROUP BY ALL),
+            uc AS (
+                SELECT ui.user_id, it.category, sum(ui.n) AS n
+                FROM ui JOIN items it ON it.item_id = ui.item_id
+                WHERE it.category IS NOT NULL GROUP BY ALL
+            ),
+            co AS (
+                SELECT pr.pair_no, sum(nb.similarity) AS score, max(nb.similarity) AS mx
+                FROM {pv} pr
+                JOIN {nb} nb ON nb.item_id = pr.item_id
+                JOIN ui ON ui.user_id = pr.user_id AND ui.item_id = nb.neighbor_id
+                GROUP BY pr.pair_no
+            )
+            SELECT pr.user_id, pr.item_id,
+                   coalesce(ui.n, 0) AS ui_count,
+                   epoch($as_of - ui.last_ts) / 86400.0 AS ui_days_since,
+                   coalesce(uc.n, 0) AS ui_category_count,
+                   coalesce(uc.n / ut.total, 0.0) AS ui_category_share,
+                   coalesce(co.score, 0.0) AS ui_cooc_score,
+                   coalesce(co.mx, 0.0) AS ui_cooc_max
+            FROM {pv} pr
+            LEFT JOIN ui ON ui.user_id = pr.user_id AND ui.item_id = pr.item_id
+            LEFT JOIN ut ON ut.user_id = pr.user_id
+            LEFT JOIN items it ON it.item_id = pr.item_id
+            LEFT JOIN uc ON uc.user_id = pr.user_id AND uc.category = it.category
+            LEFT JOIN co ON co.pair_no = pr.pair_no
+            ORDER BY pr.pair_no
+        """
+        df = fetch_df(db, sql, {"as_of": as_of, "types": list(event_types)})
+    return df.astype(
+        {
+            "ui_count": "int64",
+            "ui_days_since": "float64",
+            "ui_category_count": "int64",
+            "ui_category_share": "float64",
+            "ui_cooc_score": "float64",
+            "ui_cooc_max": "float64",
+        }
+    )

@@ -1,0 +1,211 @@
+"""Google FCM HTTP v1 channel: pure request builder, one error-code→Outcome table, HTTP/2 sender.
+
+Vendor docs:
+    https://firebase.google.com/docs/reference/fcm/rest/v1/projects.messages/send
+    https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode
+    https://firebase.google.com/docs/cloud-messaging/error-codes
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.clock import Clock
+from engine.config import FcmConfig
+from engine.domain import Outcome, PushMessage, Receipt
+from engine.errors import ConfigError
+from engine.push.auth import GoogleServiceAccountTokenProvider
+from engine.push.base import HttpChannel, json_object, parse_retry_after, tls_context
+
+__all__ = ["ERROR_CODES", "REFRESH_REASONS", "FcmChannel", "build_request", "parse_response"]
+
+#: FcmError ``errorCode`` values, the ``google.rpc.ErrorInfo`` reason we act on, and canonical
+#: ``status`` values (used when no more specific code is present), mapped once (VENDORS.md §2).
+ERROR_CODES: dict[str, Outcome] = {
+    # google.firebase.fcm.v1.FcmError.errorCode
+    "UNSPECIFIED_ERROR": Outcome.TRANSIENT,
+    "INVALID_ARGUMENT": Outcome.REJECTED_PAYLOAD,   # INVALID_TOKEN when it is about message.token
+    "UNREGISTERED": Outcome.INVALID_TOKEN,
+    "SENDER_ID_MISMATCH": Outcome.INVALID_TOKEN,
+    "QUOTA_EXCEEDED": Outcome.RATE_LIMITED,
+    "UNAVAILABLE": Outcome.TRANSIENT,
+    "INTERNAL": Outcome.TRANSIENT,
+    "THIRD_PARTY_AUTH_ERROR": Outcome.AUTH_ERROR,
+    # google.rpc.ErrorInfo.reason
+    "ACCESS_TOKEN_EXPIRED": Outcome.AUTH_ERROR,     # but refreshed and retried once first
+    # canonical google.rpc.Code names
+    "NOT_FOUND": Outcome.INVALID_TOKEN,
+    "PERMISSION_DENIED": Outcome.AUTH_ERROR,
+    "UNAUTHENTICATED": Outcome.AUTH_ERROR,
+    "RESOURCE_EXHAUSTED": Outcome.RATE_LIMITED,
+    "DEADLINE_EXCEEDED": Outcome.TRANSIENT,
+}
+
+#: Codes after which the access token is fetched again and the message retried exactly once.
+REFRESH_REASONS: frozenset[str] = frozenset({"ACCESS_TOKEN_EXPIRED"})
+
+_FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+_ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def build_request(msg: PushMessage, project_id: str) -> tuple[str, dict[str, str], bytes]:
+    """Build the ``messages:send`` request for one message (pure).
+
+    ``data`` values must be strings for FCM; anything else is JSON-encoded (``3`` → ``"3"``,
+    ``True`` → ``"true"``) rather than silently dropped.
+
+    Returns:
+        ``(path, headers, body)`` with ``body = {"message": {"token", "notification", "data",
+        "android": {"priority", "ttl", "collapse_key"}}}`` as compact UTF-8 JSON.
+    """
+    message: dict[str, Any] = {"token": msg.token, "notification": {"title": msg.title, "body": msg.body}}
+    if msg.data:
+        message["data"] = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in msg.data.items()}
+    android: dict[str, str] = {
+        "priority": "HIGH" if msg.message_class == "transactional" else "NORMAL",
+        "ttl": f"{max(0, msg.ttl_seconds)}s",
+    }
+    if msg.collapse_id:
+        android["collapse_key"] = msg.collapse_id
+    message["android"] = android
+    body = json.dumps({"message": message}, ensure_ascii=False, separators=(",", ":")).encode()
+    return (f"/v1/projects/{project_id}/messages:send",
+            {"content-type": "application/json; charset=UTF-8"}, body)
+
+
+def parse_response(
+    status: int, headers: Mapping[str, str], body: bytes, send_id: str, now: datetime | None = None
+) -> Receipt:
+    """Classify one FCM answer through `ERROR_CODES`.
+
+    The most specific code wins: FcmError ``errorCode``, then an ErrorInfo ``reason`` we know, then
+    the canonical ``status``, then the HTTP status class. ``INVALID_ARGUMENT`` about
+    ``message.token`` (a field violation, or "not a valid FCM registration token") is
+    ``INVALID_TOKEN``. A 404 without Google's error body (a wrong URL, a proxy) is not taken as a
+    dead token.
+
+    Args:
+        status: HTTP status.
+        headers: response headers (any case).
+        body: ``{"name": "projects/<p>/messages/<id>"}`` or ``{"error": {...}}``.
+        send_id: the message this answer is for.
+        now: current time, to turn a ``Retry-After`` HTTP-date into seconds.
+    """
+    data = json_object(body)
+    if status == 200:
+        name = data.get("name") if isinstance(data.get("name"), str) else None
+        return Receipt(send_id=send_id, outcome=Outcome.DELIVERED, status_code=200, vendor_message_id=name)
+    error = data.get("error") if isinstance(data.get("error"), dict) else {}
+    reason = _reason(error)
+    outcome = ERROR_CODES.get(reason or "") or _by_status(status, bool(error))
+    if reason == "INVALID_ARGUMENT" and _about_token(error):
+        outcome = Outcome.INVALID_TOKEN
+    lower = {k.lower(): v for k, v in headers.items()}
+    return Receipt(
+        send_id=send_id,
+        outcome=outcome,
+        status_code=status,
+        reason=reason or f"http_{status}",
+        retry_after=parse_retry_after(lower.get("retry-after"), now or datetime.now(UTC)),
+    )
+
+
+def _details(error: dict[str, Any]) -> list[dict[str, Any]]:
+    details = error.get("details")
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def _reason(error: dict[str, Any]) -> str | None:
+    details = _details(error)
+    for d in details:
+        if d.get("@type") == _FCM_ERROR and isinstance(d.get("errorCode"), str):
+            return str(d["errorCode"])
+    for d in details:
+        if d.get("@type") == _ERROR_INFO and d.get("reason") in ERROR_CODES:
+            return str(d["reason"])
+    status = error.get("status")
+    return status if isinstance(status, str) else None
+
+
+def _about_token(error: dict[str, Any]) -> bool:
+    for d in _details(error):
+        if d.get("@type") == _BAD_REQUEST:
+            for violation in d.get("fieldViolations") or []:
+                if isinstance(violation, dict) and violation.get("field") == "message.token":
+                    return True
+    return "registration token" in str(error.get("message", "")).lower()
+
+
+def _by_status(status: int, google_error: bool) -> Outcome:
+    if status == 404 and google_error:
+        return Outcome.INVALID_TOKEN
+    if status == 429:
+        return Outcome.RATE_LIMITED
+    if status in (401, 403):
+        return Outcome.AUTH_ERROR
+    if 400 <= status < 500:
+        return Outcome.REJECTED_PAYLOAD
+    return Outcome.TRANSIENT
+
+
+class FcmChannel(HttpChannel):
+    """Sends to FCM HTTP v1 over HTTP/2 with a cached OAuth2 access token.
+
+    Args:
+        config: the ``[vendors.fcm]`` section (base_url, project_id, service-account file, ca_file).
+        clock: the injected clock (assertion ``iat``/``exp``, token cache, Retry-After dates).
+        transport: an httpx transport to use instead of the network (tests); the token endpoint
+            is reached through it too.
+        timeout: seconds for connect/read/write/pool.
+
+    Raises:
+        ConfigError: the service-account file cannot be read or lacks a field.
+        AuthError: its private key is not an RSA key.
+    """
+
+    vendor = "fcm"
+
+    def __init__(
+        self, config: FcmConfig, clock: Clock, transport: httpx.AsyncBaseTransport | None = None,
+        *, timeout: float = 10.0,
+    ) -> None:
+        try:
+            info = json.loads(Path(config.service_account_file).read_text())
+        except OSError as exc:
+            raise ConfigError(f"vendors.fcm.service_account_file cannot be read: {exc.strerror}") from None
+        except ValueError:
+            raise ConfigError("vendors.fcm.service_account_file is not valid JSON") from None
+        if not isinstance(info, dict):
+            raise ConfigError("vendors.fcm.service_account_file must hold a JSON object")
+        client = httpx.AsyncClient(
+            base_url=config.base_url, http2=True, verify=tls_context(config.ca_file),
+            transport=transport, timeout=timeout,
+        )
+        self.tokens = GoogleServiceAccountTokenProvider(info, client, clock)
+        self.project_id = config.project_id
+        super().__init__(client, clock, config.concurrency)
+
+    async def _credential(self) -> str:
+        return await self.tokens.token()
+
+    def _authorization(self, credential: str) -> str:
+        return f"Bearer {credential}"
+
+    def _invalidate(self, credential: str) -> None:
+        self.tokens.invalidate(credential)
+
+    def _request(self, msg: PushMessage, now: datetime) -> tuple[str, dict[str, str], bytes]:
+        return build_request(msg, self.project_id)
+
+    def _parse(self, status: int, headers: Mapping[str, str], body: bytes, send_id: str, now: datetime) -> Receipt:
+        return parse_response(status, headers, body, send_id, now)
+
+    def _needs_refresh(self, receipt: Receipt) -> bool:
+        return receipt.reason in REFRESH_REASONS

@@ -1,0 +1,48 @@
+"""The vendor registry: which channel class serves which vendor, and building the enabled ones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from engine.clock import Clock
+from engine.config import Settings
+from engine.errors import ConfigError
+from engine.push.apns import ApnsChannel
+from engine.push.base import PushChannel
+from engine.push.fcm import FcmChannel
+
+__all__ = ["CHANNELS", "build_channels"]
+
+#: One line per vendor; the key is the ``[vendors.<key>]`` config section and ``PushMessage.vendor``.
+CHANNELS: dict[str, type[ApnsChannel] | type[FcmChannel]] = {"apns": ApnsChannel, "fcm": FcmChannel}
+
+
+def build_channels(
+    settings: Settings, clock: Clock, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
+) -> dict[str, PushChannel]:
+    """Build a channel for every enabled vendor.
+
+    Args:
+        settings: the effective settings; only ``settings.vendors`` is read.
+        clock: the injected clock, shared by all channels.
+        transports: optional httpx transport per vendor (tests); the network otherwise.
+
+    Returns:
+        ``{vendor: channel}`` for the enabled vendors (possibly empty). Close them with ``aclose()``.
+
+    Raises:
+        ConfigError: an enabled vendor's section is incomplete or its credential file unusable.
+    """
+    transports = transports or {}
+    channels: dict[str, PushChannel] = {}
+    for name, cls in CHANNELS.items():
+        section = getattr(settings.vendors, name)
+        if not section.enabled:
+            continue
+        problems = section.problems()
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        channels[name] = cls(section, clock, transport=transports.get(name))
+    return channels

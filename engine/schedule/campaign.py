@@ -1,0 +1,207 @@
+"""Campaign files (TOML): parsed once, validated with exact messages, frozen into a Campaign."""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from engine.domain import MESSAGE_CLASSES
+from engine.errors import CampaignError
+
+__all__ = ["Campaign", "Template", "load_campaign", "parse_campaign", "TEMPLATE_SLOTS"]
+
+#: Slots a message template may use; anything else is rejected when the campaign is loaded.
+TEMPLATE_SLOTS = frozenset({"item_name", "price", "currency", "category", "campaign"})
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclass(frozen=True)
+class Template:
+    template_id: str
+    title: str
+    body: str
+
+    def render(self, slots: dict[str, Any]) -> tuple[str, str]:
+        return self.title.format_map(slots), self.body.format_map(slots)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A validated campaign.
+
+    Attributes:
+        audience_source: only users ingested from this source (None: all users).
+        active_within_days: only users with a purchase in this many days before ``as_of``.
+        candidate_items: explicit item ids, or empty to let the recommender choose from the catalog.
+        candidate_rule: ``"recommended"`` (personal candidates) or ``"popular"``.
+        quiet_start/quiet_end: local wall-clock span with no sends (may wrap midnight).
+        frequency_cap/frequency_days: at most this many pushes per user in a rolling window.
+    """
+
+    campaign_id: str
+    name: str
+    message_class: str
+    templates: tuple[Template, ...]
+    as_of: datetime | None = None
+    audience_source: str | None = None
+    active_within_days: int = 365
+    min_purchases: int = 1
+    countries: tuple[str, ...] = ()
+    candidate_items: tuple[str, ...] = ()
+    candidate_rule: str = "recommended"
+    max_candidates: int = 50
+    window_start: datetime | None = None        # default: as_of
+    window_days: float = 7.0
+    quiet_start: time = time(21, 0)
+    quiet_end: time = time(8, 0)
+    send_time: str = "best"                     # "best" (model) | "fixed"
+    fixed_hour: int = 10
+    frequency_cap: int = 2
+    frequency_days: int = 7
+    holdout_share: float = 0.10
+    epsilon: float = 0.1                        # exploration of the item policy
+    spec: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def window(self, as_of: datetime) -> tuple[datetime, datetime]:
+        start = self.window_start or as_of
+        return start, start + timedelta(days=self.window_days)
+
+    def in_quiet_hours(self, local: time) -> bool:
+        if self.quiet_start == self.quiet_end:
+            return False
+        if self.quiet_start < self.quiet_end:
+            return self.quiet_start <= local < self.quiet_end
+        return local >= self.quiet_start or local < self.quiet_end
+
+
+def _slots_used(text: str, where: str) -> set[str]:
+    try:
+        return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(text) if name}
+    except ValueError as exc:
+        raise CampaignError(f"{where}: malformed template: {exc}") from None
+
+
+def _time(value: Any, where: str) -> time:
+    m = _HHMM.match(str(value))
+    if not m:
+        raise CampaignError(f"{where} must be HH:MM (24-hour), got {value!r}")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+def _datetime(value: Any, where: str) -> datetime:
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        try:
+            dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise CampaignError(f"{where} must be an ISO 8601 timestamp, got {value!r}") from None
+    if dt.tzinfo is None:
+        raise CampaignError(f"{where} needs a time zone offset (e.g. 2011-11-01T00:00:00Z), got {value!r}")
+    return dt.astimezone(UTC)
+
+
+def _number(table: dict, key: str, where: str, kind: type, lo: float, hi: float, default: Any) -> Any:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise CampaignError(f"{where}.{key} must be a {'whole number' if kind is int else 'number'}, got {value!r}")
+    if not lo <= value <= hi:
+        raise CampaignError(f"{where}.{key} must be between {lo} and {hi}, got {value!r}")
+    return kind(value)
+
+
+def parse_campaign(spec: dict[str, Any]) -> Campaign:
+    """Validate a campaign given as a dict (the parsed TOML) and return it frozen."""
+    known = {"name", "id", "message_class", "as_of", "audience", "candidates", "templates", "schedule", "limits", "policy"}
+    unknown = set(spec) - known
+    if unknown:
+        raise CampaignError(f"unknown campaign keys: {', '.join(sorted(unknown))}")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise CampaignError("campaign needs a non-empty name")
+    cid = str(spec.get("id") or re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))
+    mclass = spec.get("message_class", "marketing")
+    if mclass not in MESSAGE_CLASSES:
+        raise CampaignError(f"message_class must be one of {sorted(MESSAGE_CLASSES)}, got {mclass!r}")
+
+    raw_templates = spec.get("templates")
+    if not isinstance(raw_templates, list) or not raw_templates:
+        raise CampaignError("campaign needs at least one [[templates]] entry with title and body")
+    templates = []
+    for i, t in enumerate(raw_templates):
+        where = f"templates[{i}]"
+        if not isinstance(t, dict) or not isinstance(t.get("title"), str) or not isinstance(t.get("body"), str):
+            raise CampaignError(f"{where} needs a title and a body (strings)")
+        bad = (_slots_used(t["title"], where) | _slots_used(t["body"], where)) - TEMPLATE_SLOTS
+        if bad:
+            raise CampaignError(f"{where} uses unknown slot(s) {', '.join(sorted(bad))}; "
+                                f"available: {', '.join(sorted(TEMPLATE_SLOTS))}")
+        templates.append(Template(str(t.get("id", f"t{i}")), t["title"], t["body"]))
+    if len({t.template_id for t in templates}) != len(templates):
+        raise CampaignError("template ids must be unique")
+
+    aud = spec.get("audience", {})
+    cand = spec.get("candidates", {})
+    sched = spec.get("schedule", {})
+    lim = spec.get("limits", {})
+    pol = spec.get("policy", {})
+    items = cand.get("items", [])
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise CampaignError("candidates.items must be a list of item ids (strings)")
+    rule = cand.get("rule", "recommended")
+    if rule not in ("recommended", "popular"):
+        raise CampaignError(f"candidates.rule must be 'recommended' or 'popular', got {rule!r}")
+    send_time = sched.get("send_time", "best")
+    if send_time not in ("best", "fixed"):
+        raise CampaignError(f"schedule.send_time must be 'best' or 'fixed', got {send_time!r}")
+    quiet = sched.get("quiet_hours", ["21:00", "08:00"])
+    if not isinstance(quiet, list) or len(quiet) != 2:
+        raise CampaignError("schedule.quiet_hours must be [\"HH:MM\", \"HH:MM\"] (start, end; local time)")
+
+    return Campaign(
+        campaign_id=cid,
+        name=name.strip(),
+        message_class=mclass,
+        templates=tuple(templates),
+        as_of=_datetime(spec["as_of"], "as_of") if "as_of" in spec else None,
+        audience_source=aud.get("source"),
+        active_within_days=_number(aud, "active_within_days", "audience", int, 1, 36500, 365),
+        min_purchases=_number(aud, "min_purchases", "audience", int, 0, 10**6, 1),
+        countries=tuple(aud.get("countries", ())),
+        candidate_items=tuple(items),
+        candidate_rule=rule,
+        max_candidates=_number(cand, "max_candidates", "candidates", int, 1, 1000, 50),
+        window_start=_datetime(sched["window_start"], "schedule.window_start") if "window_start" in sched else None,
+        window_days=_number(sched, "window_days", "schedule", float, 0.04, 60, 7.0),
+        quiet_start=_time(quiet[0], "schedule.quiet_hours[0]"),
+        quiet_end=_time(quiet[1], "schedule.quiet_hours[1]"),
+        send_time=send_time,
+        fixed_hour=_number(sched, "fixed_hour", "schedule", int, 0, 23, 10),
+        frequency_cap=_number(lim, "frequency_cap", "limits", int, 1, 1000, 2),
+        frequency_days=_number(lim, "frequency_days", "limits", int, 1, 365, 7),
+        holdout_share=_number(lim, "holdout_share", "limits", float, 0.0, 0.9, 0.10),
+        epsilon=_number(pol, "epsilon", "policy", float, 0.0, 1.0, 0.1),
+        spec=spec,
+    )
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign TOML file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            spec = tomllib.load(fh)
+    except FileNotFoundError:
+        raise CampaignError(f"campaign file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignError(f"{path.name} is not valid TOML: {exc}") from None
+    try:
+        return parse_campaign(spec)
+    except CampaignError as exc:
+        raise CampaignError(f"{path.name}: {exc}") from None

@@ -1,0 +1,88 @@
+"""Give ingested users simulated devices and consent, since the public datasets record neither."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from engine.push.sandbox.tokens import new_apns_token, new_fcm_token
+from engine.store import Store
+
+__all__ = ["PopulationShares", "seed_population"]
+
+APP_ID = "com.pushwise.demo"
+
+
+@dataclass(frozen=True)
+class PopulationShares:
+    """Shares of the simulated population (defaults near published app-marketing benchmarks)."""
+
+    ios: float = 0.5                 # APNs; the rest use FCM
+    without_app: float = 0.05        # never installed the app: no device
+    marketing_opt_out: float = 0.08  # declined or withdrew marketing push consent
+    uninstalled: float = 0.03        # installed, then removed the app: the vendor answers "unregistered"
+
+
+def seed_population(
+    store: Store,
+    now: datetime,
+    seed: int = 7,
+    source: str | None = "online_retail",
+    shares: PopulationShares = PopulationShares(),
+) -> dict[str, int]:
+    """Create one simulated device and consent rows for every user of ``source`` that has none.
+
+    Returns counts: ``users``, ``devices``, ``opted_out``, ``uninstalled``.
+    """
+    source_filter = "AND u.source = $source" if source else ""
+    params: dict = {"now": now, **({"source": source} if source else {})}
+    users = store.df(
+        f"""SELECT u.user_id, coalesce(u.first_seen, $now) AS first_seen FROM users u
+            WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.user_id = u.user_id) {source_filter}
+            ORDER BY u.user_id""",
+        params,
+    )
+    n = len(users)
+    if n == 0:
+        return {"users": 0, "devices": 0, "opted_out": 0, "uninstalled": 0}
+    rng = np.random.default_rng(seed)
+    has_app = rng.random(n) >= shares.without_app
+    ios = rng.random(n) < shares.ios
+    opted_out = rng.random(n) < shares.marketing_opt_out
+    uninstalled = has_app & (rng.random(n) < shares.uninstalled)
+    tokens = [new_apns_token(rng) if i else new_fcm_token(rng) for i in ios]
+
+    registered = pd.to_datetime(users["first_seen"], utc=True)
+    devices = pd.DataFrame({
+        "device_id": [f"dev:{u.split(':', 1)[-1]}:{k}" for k, u in enumerate(users["user_id"])],
+        "user_id": users["user_id"],
+        "vendor": np.where(ios, "apns", "fcm"),
+        "app_id": APP_ID,
+        "token": tokens,
+        "registered_at": registered,
+    })[has_app]
+    consents = pd.DataFrame({
+        "user_id": np.concatenate([users["user_id"].to_numpy()] * 2),
+        "message_class": ["marketing"] * n + ["transactional"] * n,
+        "granted": np.concatenate([~opted_out, np.ones(n, dtype=bool)]),
+    })
+    truth = devices[uninstalled[has_app]].assign(
+        uninstalled_at=lambda d: d["registered_at"] + timedelta(days=1)
+    )
+    with store.transaction() as con:
+        con.register("pw_devices", devices)
+        con.execute("""INSERT INTO devices (device_id, user_id, vendor, app_id, token, active, registered_at, simulated)
+                       SELECT device_id, user_id, vendor, app_id, token, true, registered_at, true FROM pw_devices""")
+        con.register("pw_consents", consents)
+        con.execute("""INSERT OR REPLACE INTO consents
+                       SELECT user_id, 'push', message_class, granted, $now, true FROM pw_consents""", {"now": now})
+        con.register("pw_truth", truth)
+        con.execute("""INSERT OR REPLACE INTO sim_device_truth
+                       SELECT device_id, vendor, token, uninstalled_at FROM pw_truth""")
+        for name in ("pw_devices", "pw_consents", "pw_truth"):
+            con.unregister(name)
+    return {"users": n, "devices": int(has_app.sum()), "opted_out": int(opted_out.sum()),
+            "uninstalled": int(uninstalled.sum())}

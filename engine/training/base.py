@@ -1,0 +1,114 @@
+"""What every trainer shares: the result record, LightGBM fitting with mapped errors, and publishing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from engine.clock import Clock
+from engine.errors import ModelError
+from engine.features.base import Db
+from engine.training.artifacts import TrainedModel, record_run, save_model
+
+__all__ = ["TrainResult", "best_baseline", "fit_booster", "lgb_params", "publish"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """One trained model's outcome, shaped for printing next to the others.
+
+    Attributes:
+        name, version, path: where the artifact lives (``models/<name>/<version>/``).
+        metrics: the model's evaluation numbers on the held-out time window (flat, print-friendly).
+        baselines: baseline name → its numbers on the same window.
+        headline_metric, headline_value: the one number to quote for the model …
+        baseline, baseline_value: … and the strongest baseline's value of the same metric.
+        seconds: wall time of the training run.
+    """
+
+    name: str
+    version: str
+    path: Path
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    headline_metric: str
+    headline_value: float
+    baseline: str
+    baseline_value: float
+    seconds: float = 0.0
+    card: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> str:
+        """One line: ``click 20261203T175500Z  ndcg@10 0.312 vs repeat_own_items 0.255``."""
+        return (
+            f"{self.name} {self.version}  {self.headline_metric} {self.headline_value:.3f}"
+            f" vs {self.baseline} {self.baseline_value:.3f}  ({self.seconds:.1f}s)"
+        )
+
+
+def lgb_params(seed: int, **overrides: Any) -> dict[str, Any]:
+    """LightGBM parameters every Pushwise model starts from: binary, quiet, deterministic for a seed."""
+    params: dict[str, Any] = {
+        "objective": "binary",
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_data_in_leaf": 50,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 1.0,
+        "lambda_l2": 1.0,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 2,
+        "verbose": -1,
+    }
+    params.update(overrides)
+    return params
+
+
+def fit_booster(
+    frame: pd.DataFrame,
+    features: list[str],
+    label: np.ndarray,
+    params: dict[str, Any],
+    num_boost_round: int,
+    weight: np.ndarray | None = None,
+) -> lgb.Booster:
+    """Train a booster on ``frame[features]``.
+
+    Raises:
+        ModelError: no rows, or LightGBM refused the data or the parameters.
+    """
+    if len(frame) == 0:
+        raise ModelError("no training rows: is there data before the training cut-off?")
+    try:
+        data = lgb.Dataset(frame[features], label=label, weight=weight, free_raw_data=True)
+        return lgb.train(params, data, num_boost_round=num_boost_round)
+    except lgb.basic.LightGBMError as exc:
+        raise ModelError(f"LightGBM failed to train: {exc}") from exc
+
+
+def publish(
+    db: Db, models_dir: str | Path, clock: Clock, name: str, booster: lgb.Booster, card: dict[str, Any]
+) -> TrainedModel:
+    """Save the artifact and record its ``model_runs`` row."""
+    model = save_model(models_dir, name, booster, card, clock)
+    record_run(db, model)
+    log.info("saved model %s/%s to %s", name, model.version, model.path)
+    return model
+
+
+def best_baseline(baselines: dict[str, dict[str, float]], metric: str, higher_is_better: bool = True) -> tuple[str, float]:
+    """The baseline with the best value of ``metric`` (NaNs ignored); ``("none", nan)`` when there is none."""
+    scored = [(n, v[metric]) for n, v in baselines.items() if metric in v and np.isfinite(v[metric])]
+    if not scored:
+        return "none", float("nan")
+    return max(scored, key=lambda nv: nv[1] if higher_is_better else -nv[1])

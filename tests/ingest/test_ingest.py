@@ -1,0 +1,137 @@
+"""Ingest: contract, quarantine reasons, idempotent re-ingest, derived users and items."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.errors import InputError
+from engine.ingest import ingest_path
+from tests.conftest import DATA
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+GOOD = "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,12/1/2010 8:26,2.55,17850.0,United Kingdom\n"
+
+# (row, exact quarantine reason) — each row breaks the Online Retail contract in one way
+MALFORMED = [
+    ("536366,22633,HAND WARMER,6,12/1/2010 8:28,1.85,,United Kingdom", "missing user: CustomerID is empty or not a number"),
+    ("536366,22633,HAND WARMER,6,12/1/2010 8:28,1.85,abc,United Kingdom", "missing user: CustomerID is empty or not a number"),
+    ("536367,84879,BIRD ORNAMENT,32,yesterday at noon,1.69,13047.0,United Kingdom", "unparseable time: InvoiceDate"),
+    ("536368,22960,JAM MAKING SET,-6,12/1/2010 8:34,4.25,13047.0,United Kingdom", "non-positive Quantity on a purchase invoice"),
+    ("536369,21756,BATH BUILDING BLOCK,three,12/1/2010 8:35,5.95,13047.0,United Kingdom", "unparseable Quantity"),
+    ("C536379,22556,PLASTERS IN TIN,5,12/1/2010 9:41,1.65,14527.0,United Kingdom", "positive Quantity on a cancellation invoice"),
+    ("536370,22728,ALARM CLOCK,24,12/1/2010 8:45,-3.75,12583.0,France", "missing or negative UnitPrice"),
+    ("536370,POST,POSTAGE,3,12/1/2010 8:45,18.0,12583.0,France", "not a product line: postage, fee, discount or voucher"),
+    ("536371,22086,PAPER CHAIN KIT,80,12/1/2010 9:00,0,13748.0,United Kingdom", "zero UnitPrice on a purchase"),
+    (",22086,PAPER CHAIN KIT,80,12/1/2010 9:00,2.55,13748.0,United Kingdom", "missing InvoiceNo or StockCode"),
+]
+
+
+def _csv(tmp_path: Path, rows: list[str], name: str = "retail.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(HEADER + "".join(r if r.endswith("\n") else r + "\n" for r in rows))
+    return p
+
+
+@pytest.mark.parametrize(("row", "reason"), MALFORMED)
+def test_each_malformed_row_is_quarantined_with_its_exact_reason_while_good_rows_land(store, tmp_path, row, reason):
+    path = _csv(tmp_path, [GOOD, row, GOOD.replace("85123A", "71053")])
+    report = ingest_path(store, path)
+    assert report.events_loaded == 2
+    assert report.rows_quarantined == 1
+    assert report.reasons == {reason: 1}
+    got = store.execute("SELECT row_number, reason, raw FROM quarantine").fetchall()
+    assert [(r[0], r[1]) for r in got] == [(2, reason)]
+    assert json.loads(got[0][2])["StockCode"] == row.split(",")[1]
+
+
+def test_cancellation_is_stored_but_never_as_a_purchase(store, tmp_path):
+    path = _csv(tmp_path, [GOOD, "C536379,85123A,WHITE HANGING HEART T-LIGHT HOLDER,-2,12/1/2010 9:41,2.55,17850.0,United Kingdom"])
+    ingest_path(store, path)
+    rows = store.execute("SELECT event_type, properties->>'quantity' FROM events ORDER BY event_type").fetchall()
+    assert rows == [("cancellation", "2"), ("purchase", "6")]
+
+
+def test_uk_local_time_becomes_utc_across_daylight_saving(store, tmp_path):
+    path = _csv(tmp_path, [GOOD, GOOD.replace("12/1/2010 8:26", "6/1/2011 8:26").replace("536365", "555555")])
+    ingest_path(store, path)
+    hours = [r[0] for r in store.execute("SELECT hour(ts) FROM events ORDER BY ts").fetchall()]
+    assert hours == [8, 7]  # GMT in December, BST (UTC+1) in June
+
+
+def test_reingesting_the_same_file_adds_nothing(store, tmp_path):
+    path = _csv(tmp_path, [GOOD, GOOD, MALFORMED[0][0]])  # the duplicate line is a real second line item
+    first = ingest_path(store, path)
+    assert (first.events_loaded, first.rows_quarantined) == (2, 1)
+    before = [store.count(t) for t in ("events", "quarantine", "users", "items")]
+    second = ingest_path(store, path)
+    assert second.already_ingested and second.events_loaded == 0
+    assert [store.count(t) for t in ("events", "quarantine", "users", "items")] == before
+
+
+def test_same_rows_in_another_file_are_recognised_as_duplicates(store, tmp_path):
+    ingest_path(store, _csv(tmp_path, [GOOD], "a.csv"))
+    report = ingest_path(store, _csv(tmp_path, [GOOD, GOOD.replace("85123A", "71053")], "b.csv"))
+    assert (report.events_loaded, report.events_duplicate) == (1, 1)
+    assert store.count("events") == 2
+
+
+def test_users_get_a_time_zone_from_their_country_and_items_a_kind(store, tmp_path):
+    rows = [GOOD, "536370,22728,ALARM CLOCK BAKELIKE PINK,24,12/1/2010 8:45,3.75,12583.0,France",
+            "536371,22728,ALARM CLOCK BAKELIKE PINK,2,12/1/2010 9:45,4.25,12583.0,France",
+            "536372,22728A,ALARM CLOCK BAKELIKE RED,2,12/1/2010 9:45,4.25,12583.0,France"]
+    ingest_path(store, _csv(tmp_path, rows))
+    assert dict(store.execute("SELECT user_id, time_zone FROM users").fetchall()) == {
+        "or:17850": "Europe/London", "or:12583": "Europe/Paris"}
+    items = {r[0]: r[1:] for r in store.execute("SELECT item_id, name, category, price FROM items").fetchall()}
+    assert items["or:22728"] == ("ALARM CLOCK BAKELIKE PINK", "or:22728", 4.0)
+    assert items["or:22728A"][1] == "or:22728"  # colour variants share a kind
+
+
+CANONICAL_BAD = [
+    ({"user_id": "", "event_type": "click", "ts": "2024-01-01T10:00:00Z"}, "missing user: user_id is empty"),
+    ({"user_id": "u1", "event_type": "teleport", "ts": "2024-01-01T10:00:00Z"}, "unknown event type"),
+    ({"user_id": "u1", "event_type": "click", "ts": "last tuesday"}, "unparseable time: ts"),
+    ({"user_id": "u1", "event_type": None, "ts": "2024-01-01T10:00:00Z"}, "missing event_type"),
+]
+
+
+@pytest.mark.parametrize(("row", "reason"), CANONICAL_BAD)
+def test_canonical_jsonl_quarantines_contract_breaks(store, tmp_path, row, reason):
+    good = {"user_id": "u1", "item_id": "sku-1", "event_type": "purchase", "ts": "2024-01-01T10:00:00+02:00",
+            "properties": {"quantity": 1}}
+    p = tmp_path / "events.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in (good, row, good | {"item_id": "sku-2"})) + "\n")
+    report = ingest_path(store, p)
+    assert (report.events_loaded, report.reasons) == (2, {reason: 1})
+    assert store.scalar("SELECT hour(ts) FROM events LIMIT 1") == 8
+
+
+def test_open_bandit_rows_become_impressions_and_clicks(store):
+    report = ingest_path(store, DATA / "open_bandit" / "random" / "all.csv")
+    counts = dict(store.execute("SELECT event_type, count(*) FROM events GROUP BY 1").fetchall())
+    assert counts == {"impression": 10_000, "click": 38}
+    assert report.rows_read == 10_000 and report.rows_quarantined == 0
+    p = json.loads(store.scalar("SELECT properties FROM events WHERE event_type = 'click' LIMIT 1"))
+    assert p["policy"] == "random" and p["click"] == 1 and 0 < p["propensity"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("content", "kwargs", "message"),
+    [
+        (None, {}, "no such file"),
+        ("a,b\n1,2\n", {}, "no built-in mapping fits the columns a, b"),
+        (HEADER + GOOD, {"mapping": "open_bandit"}, "the file's columns do not fit mapping 'open_bandit'"),
+        (HEADER + GOOD, {"mapping": "nope"}, "unknown mapping 'nope'"),
+        (HEADER + GOOD, {"fmt": "xml"}, "unknown format 'xml'"),
+    ],
+)
+def test_unusable_files_get_a_clear_error(store, tmp_path, content, kwargs, message):
+    path = tmp_path / "input.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        ingest_path(store, path, **kwargs)
+    assert store.count("events") == 0
