@@ -13,7 +13,7 @@ from engine.features.click import click_features
 from engine.features.item import item_neighbors
 from engine.recommend.candidates import generate_candidates
 
-__all__ = ["ClickData", "behaviour_rows", "push_rows"]
+__all__ = ["ClickData", "behaviour_rows", "purchases_between", "push_rows"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def behaviour_rows(db: Db, at: datetime, data: ClickData, rng: np.random.Generat
     )
     pairs = _with_negatives(db, at, cands, data.negatives_per_user, rng)
     rows = click_features(db, at, pairs, neighbors=neighbors, label_is_push=False)
-    bought, categories = _purchases_between(db, at, at + timedelta(days=data.label_days))
+    bought, categories = purchases_between(db, at, at + timedelta(days=data.label_days))
     return _label(db, rows, bought, categories, data.category_label).assign(snapshot=at)
 
 
@@ -84,7 +84,8 @@ def _with_negatives(
     return both.drop_duplicates(["user_id", "item_id"], keep="first").reset_index(drop=True)
 
 
-def _purchases_between(db: Db, start: datetime, end: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+def purchases_between(db: Db, start: datetime, end: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Distinct (``user_id``, ``item_id``) and (``user_id``, ``category``) bought in ``[start, end)``."""
     bought = fetch_df(
         db,
         "SELECT DISTINCT e.user_id, e.item_id, it.category FROM events e LEFT JOIN items it ON it.item_id = e.item_id "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -120,7 +120,13 @@ class VendorSandbox:
             self._faults.clear()
 
     def unregister(self, token: str, at: datetime) -> None:
-        """From now on ``token`` is answered as no longer valid, last confirmed invalid at ``at``."""
+        """``token`` stops being valid at ``at`` (the app was uninstalled then; a naive time is UTC).
+
+        From that moment on (sandbox clock) sends to it answer "unregistered"; APNs reports ``at``
+        as the 410 ``timestamp``.
+        """
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
         with self._lock:
             self._unregistered[token] = at
 
@@ -164,8 +170,10 @@ class VendorSandbox:
             self._stats["accepted"] += 1
 
     def unregistered_at(self, token: str) -> datetime | None:
+        """When ``token`` became invalid, if it already has (sandbox clock)."""
         with self._lock:
-            return self._unregistered.get(token)
+            at = self._unregistered.get(token)
+        return at if at is not None and at <= self.clock.now() else None
 
     def _take_fault(self, target: str) -> Fault | None:
         with self._lock:
