@@ -16,7 +16,7 @@ from engine.errors import ConfigError
 
 __all__ = ["ApnsConfig", "FcmConfig", "Settings", "load_settings"]
 
-SECRET_FIELDS = frozenset({"key_file", "service_account_file", "private_key", "password"})
+SECRET_FIELDS = frozenset({"key_file", "service_account_file", "private_key", "password", "pseudonym_key"})
 
 
 @dataclass
@@ -85,6 +85,7 @@ class Settings:
     dispatch_interval_seconds: float = 1.0
     max_attempts: int = 6
     max_retry_delay_seconds: float = 3600.0
+    pseudonym_key: str = ""    # HMAC key for pseudonymous user ids in the dashboard (else a per-install key file)
     vendors: VendorsConfig = field(default_factory=VendorsConfig)
 
     def validate(self) -> Settings:

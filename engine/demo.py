@@ -218,9 +218,38 @@ def run_demo(settings: Settings, *, fast: bool = False, force: bool = False, spe
     return summary
 
 
-def _summary(store: Store, reports, results, plan_report, dispatched, engagement, population) -> dict[str, Any]:
-    from engine.analytics import funnel_summary, holdout_summary
+def funnel_summary(con) -> dict[str, int]:
+    """The six funnel stages over every campaign: stage → count."""
+    from engine.analytics import funnel
 
+    f = funnel(con)
+    return {str(r.stage): int(r.count) for r in f.itertuples()}
+
+
+def holdout_summary(con) -> dict[str, Any]:
+    """Per arm users and conversion rate (95% Wilson interval), and the difference with its interval."""
+    from engine.analytics import arm_outcomes, compare_arms
+
+    arms = arm_outcomes(con)
+    conv = arms[arms["outcome"] == "converted"]
+    out: dict[str, Any] = {}
+    for r in conv.itertuples():
+        out[str(r.arm)] = {"users": int(r.users), "conversions": int(r.conversions),
+                           "conversion_rate": round(float(r.rate), 5),
+                           "ci95": [round(float(r.ci_low), 5), round(float(r.ci_high), 5)]}
+    cmp = compare_arms(arms)
+    row = cmp[cmp["outcome"] == "converted"]
+    if len(row):
+        r = row.iloc[0]
+        out["difference"] = {"absolute": round(float(r["difference"]), 5),
+                             "ci95": [round(float(r["diff_low"]), 5), round(float(r["diff_high"]), 5)],
+                             "p_value": round(float(r["p_value"]), 4),
+                             "relative_uplift": None if r["relative_uplift"] != r["relative_uplift"]
+                             else round(float(r["relative_uplift"]), 4)}
+    return out
+
+
+def _summary(store: Store, reports, results, plan_report, dispatched, engagement, population) -> dict[str, Any]:
     return {
         "events_ingested": sum(r.events_loaded for r in reports),
         "rows_quarantined": sum(r.rows_quarantined for r in reports),

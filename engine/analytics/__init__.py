@@ -22,7 +22,7 @@ from engine.analytics.delivery import (
     vendor_outcomes,
     vendor_summary,
 )
-from engine.analytics.filters import Filters
+from engine.analytics.filters import NO_FILTERS, Filters
 from engine.analytics.funnel import FUNNEL_GROUPS, PREVIOUS_STAGE, STAGES, funnel, send_outcomes
 from engine.analytics.pseudonym import load_pseudonym_key, pseudonymise
 from engine.analytics.stats import (
@@ -37,6 +37,7 @@ from engine.analytics.uplift import ARMS, OUTCOMES, arm_outcomes, compare_arms
 __all__ = [
     "ARMS",
     "FUNNEL_GROUPS",
+    "NO_FILTERS",
     "OUTCOMES",
     "PREVIOUS_STAGE",
     "STAGES",

@@ -9,7 +9,7 @@ from datetime import date
 import duckdb
 import pandas as pd
 
-from engine.analytics.filters import Filters, fetch_df
+from engine.analytics.filters import NO_FILTERS, Filters, fetch_df
 from engine.analytics.pseudonym import pseudonymise_all
 
 __all__ = ["campaigns", "decision_log", "model_metrics", "model_runs", "send_date_range",
@@ -106,7 +106,7 @@ def simulation_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def decision_log(
-    con: duckdb.DuckDBPyConnection, key: bytes, filters: Filters = Filters(), limit: int = 200
+    con: duckdb.DuckDBPyConnection, key: bytes, filters: Filters = NO_FILTERS, limit: int = 200
 ) -> pd.DataFrame:
     """The logged decisions, with users shown only as keyed pseudonyms and no device or token.
 

@@ -6,7 +6,7 @@ import duckdb
 import pandas as pd
 
 from engine.analytics._sql import OPENS
-from engine.analytics.filters import Filters, fetch_df
+from engine.analytics.filters import NO_FILTERS, Filters, fetch_df
 
 __all__ = ["WEEKDAYS", "attempt_outcomes", "send_time_heatmap", "skip_reasons", "vendor_outcomes",
            "vendor_summary"]
@@ -14,7 +14,7 @@ __all__ = ["WEEKDAYS", "attempt_outcomes", "send_time_heatmap", "skip_reasons", 
 WEEKDAYS: tuple[str, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-def skip_reasons(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> pd.DataFrame:
+def skip_reasons(con: duckdb.DuckDBPyConnection, filters: Filters = NO_FILTERS) -> pd.DataFrame:
     """Treatment users who got no push, by reason.
 
     Returns:
@@ -37,7 +37,7 @@ def _sends(filters: Filters) -> tuple[str, dict[str, object]]:
     return f"SELECT s.* FROM sends s JOIN decisions d ON d.decision_id = s.decision_id WHERE {where}", params
 
 
-def vendor_summary(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> pd.DataFrame:
+def vendor_summary(con: duckdb.DuckDBPyConnection, filters: Filters = NO_FILTERS) -> pd.DataFrame:
     """One row per vendor: where its sends ended up and how often they were retried.
 
     Returns:
@@ -65,7 +65,7 @@ def vendor_summary(con: duckdb.DuckDBPyConnection, filters: Filters = Filters())
         GROUP BY s.vendor ORDER BY s.vendor""", params)
 
 
-def vendor_outcomes(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> pd.DataFrame:
+def vendor_outcomes(con: duckdb.DuckDBPyConnection, filters: Filters = NO_FILTERS) -> pd.DataFrame:
     """Sends per vendor, outbox state and last vendor outcome.
 
     Returns:
@@ -77,7 +77,7 @@ def vendor_outcomes(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()
         GROUP BY ALL ORDER BY vendor, sends DESC, state, outcome NULLS LAST""", params)
 
 
-def attempt_outcomes(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> pd.DataFrame:
+def attempt_outcomes(con: duckdb.DuckDBPyConnection, filters: Filters = NO_FILTERS) -> pd.DataFrame:
     """Every vendor answer, including those later retried (from ``send_attempts``).
 
     Returns:
@@ -93,7 +93,7 @@ def attempt_outcomes(con: duckdb.DuckDBPyConnection, filters: Filters = Filters(
         GROUP BY ALL ORDER BY s.vendor, attempts DESC, a.outcome""", params)
 
 
-def send_time_heatmap(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> pd.DataFrame:
+def send_time_heatmap(con: duckdb.DuckDBPyConnection, filters: Filters = NO_FILTERS) -> pd.DataFrame:
     """Sends and opens by the user's local weekday and hour at the moment of sending.
 
     Local time is ``sent_at`` in ``users.time_zone`` (UTC when unknown). Only sends that went out

@@ -10,7 +10,7 @@ import pandas as pd
 
 from engine.errors import InputError, StoreError
 
-__all__ = ["Filters", "fetch_df"]
+__all__ = ["NO_FILTERS", "Filters", "fetch_df"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,10 @@ class Filters:
             clauses.append(f"{alias}.send_at < $f_end")
             params["f_end"] = datetime.combine(self.end + timedelta(days=1), time(), UTC)
         return (" AND ".join(clauses) or "true"), params
+
+
+#: The default of every query: all campaigns, vendors and dates.
+NO_FILTERS = Filters()
 
 
 def fetch_df(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object] | None = None) -> pd.DataFrame:

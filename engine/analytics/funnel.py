@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from engine.analytics._sql import ATTRIBUTED, CLICKS, OPENS, purchase_window
-from engine.analytics.filters import Filters, fetch_df
+from engine.analytics.filters import NO_FILTERS, Filters, fetch_df
 from engine.errors import InputError
 
 __all__ = ["FUNNEL_GROUPS", "PREVIOUS_STAGE", "STAGES", "funnel", "send_outcomes"]
@@ -82,7 +82,7 @@ def _outcomes_sql(filters: Filters) -> tuple[str, dict[str, object]]:
     return sql, params
 
 
-def send_outcomes(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) -> pd.DataFrame:
+def send_outcomes(con: duckdb.DuckDBPyConnection, filters: Filters = NO_FILTERS) -> pd.DataFrame:
     """One row per planned send with its funnel flags.
 
     Returns:
@@ -95,7 +95,7 @@ def send_outcomes(con: duckdb.DuckDBPyConnection, filters: Filters = Filters()) 
     return fetch_df(con, f"SELECT * FROM ({sql}) ORDER BY send_at, decision_id", params)
 
 
-def funnel(con: duckdb.DuckDBPyConnection, filters: Filters = Filters(), by: str | None = None) -> pd.DataFrame:
+def funnel(con: duckdb.DuckDBPyConnection, filters: Filters = NO_FILTERS, by: str | None = None) -> pd.DataFrame:
     """Funnel counts and rates, overall or per group.
 
     Args:

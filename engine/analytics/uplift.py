@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from engine.analytics._sql import ATTRIBUTED, purchase_window
-from engine.analytics.filters import Filters, fetch_df
+from engine.analytics.filters import NO_FILTERS, Filters, fetch_df
 from engine.analytics.stats import compare_proportions, wilson_interval
 
 __all__ = ["ARMS", "OUTCOMES", "arm_outcomes", "compare_arms"]
@@ -63,7 +63,7 @@ def _counts(con: duckdb.DuckDBPyConnection, filters: Filters) -> pd.DataFrame:
 
 
 def arm_outcomes(
-    con: duckdb.DuckDBPyConnection, filters: Filters = Filters(), confidence: float = 0.95
+    con: duckdb.DuckDBPyConnection, filters: Filters = NO_FILTERS, confidence: float = 0.95
 ) -> pd.DataFrame:
     """Per outcome and arm: users, conversions and the rate with its Wilson interval.
 

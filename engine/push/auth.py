@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from engine.clock import Clock
 from engine.errors import AuthError, ConfigError, PushError
+from engine.push.base import is_certificate_failure
 
 __all__ = ["FCM_SCOPE", "ApnsTokenProvider", "GoogleServiceAccountTokenProvider", "fingerprint"]
 
@@ -164,7 +165,7 @@ class GoogleServiceAccountTokenProvider:
         """A valid access token, fetched when none is cached or the cached one is due.
 
         Raises:
-            AuthError: the token endpoint refused the assertion (4xx).
+            AuthError: the token endpoint refused the assertion (4xx) or its certificate is not trusted.
             PushError: the token endpoint is unreachable or failing (transport error, 5xx).
         """
         async with self._lock:
@@ -184,6 +185,8 @@ class GoogleServiceAccountTokenProvider:
         try:
             response = await self._http.post(self.token_uri, data=form)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            if is_certificate_failure(exc):
+                raise AuthError("token endpoint: tls: server certificate not trusted") from None
             raise PushError(f"token endpoint unreachable: {type(exc).__name__}") from None
         self.fetches += 1
         payload = _json(response)

@@ -28,6 +28,7 @@ from engine.errors import AuthError, PushError
 __all__ = [
     "TRANSPORT_OUTCOMES",
     "HttpChannel",
+    "is_certificate_failure",
     "json_object",
     "PushChannel",
     "parse_retry_after",
@@ -80,13 +81,14 @@ def transport_receipt(send_id: str, exc: Exception) -> Receipt:
     Returns:
         A Receipt whose reason names the failure, e.g. ``"transport: ReadTimeout"``.
     """
-    if _is_certificate_failure(exc):
+    if is_certificate_failure(exc):
         return Receipt(send_id=send_id, outcome=Outcome.AUTH_ERROR, reason="tls: server certificate not trusted")
     outcome = next((TRANSPORT_OUTCOMES[k] for k in type(exc).__mro__ if k in TRANSPORT_OUTCOMES), Outcome.TRANSIENT)
     return Receipt(send_id=send_id, outcome=outcome, reason=f"transport: {type(exc).__name__}")
 
 
-def _is_certificate_failure(exc: BaseException) -> bool:
+def is_certificate_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a failed verification of the server's certificate."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):

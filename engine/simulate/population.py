@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -53,7 +54,8 @@ def seed_population(
     ios = rng.random(n) < shares.ios
     opted_out = rng.random(n) < shares.marketing_opt_out
     uninstalled = has_app & (rng.random(n) < shares.uninstalled)
-    tokens = [new_apns_token(rng) if i else new_fcm_token(rng) for i in ios]
+    token_rng = random.Random(seed)
+    tokens = [new_apns_token(token_rng) if i else new_fcm_token(token_rng) for i in ios]
 
     registered = pd.to_datetime(users["first_seen"], utc=True)
     devices = pd.DataFrame({

@@ -37,6 +37,7 @@ _H2_CONFIG = h2.config.H2Configuration(
     client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False
 )
 _ids = itertools.count(1)
+_GOAWAY_GRACE = 2.0
 
 
 @dataclass
@@ -145,6 +146,7 @@ class _Connection(asyncio.Protocol):
         self._goaway_left: int | None = None
         self._last_answered = 0
         self._closed = False
+        self._draining = False
         self._h11_request: tuple[str, str, list[tuple[str, str]]] | None = None
         self._h11_body: list[bytes] = []
         self._h11_busy = False
@@ -210,6 +212,8 @@ class _Connection(asyncio.Protocol):
 
     def _h2_data(self, data: bytes) -> None:
         assert self.h2 is not None
+        if self._draining:
+            return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:
@@ -230,7 +234,7 @@ class _Connection(asyncio.Protocol):
                 self._streams.pop(event.stream_id, None)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self._close_soon()
-            if self._closed:
+            if self._closed or self._draining:
                 return
         self._write(self.h2.data_to_send())
 
@@ -283,13 +287,19 @@ class _Connection(asyncio.Protocol):
         self._write(self.h2.data_to_send())
 
     def _goaway(self) -> None:
-        """GOAWAY(NO_ERROR) naming the last answered stream, then close: later streams were not processed."""
+        """GOAWAY(NO_ERROR) naming the last answered stream; later streams are not processed.
+
+        The socket stays open (input discarded) until the client closes it or a grace period ends:
+        closing at once would make the kernel answer the client's in-flight frames with a TCP
+        reset, which can destroy answers the client has not read yet.
+        """
         assert self.h2 is not None
         self.server.stats["goaways"] += 1
+        self._draining = True
         self.h2.close_connection(h2.errors.ErrorCodes.NO_ERROR, self.server.goaway_data,
                                  last_stream_id=self._last_answered)
         self._write(self.h2.data_to_send())
-        self._close_soon()
+        asyncio.get_running_loop().call_later(_GOAWAY_GRACE, self._close_soon)
 
     def _close_soon(self) -> None:
         if self.transport is not None and not self._closed:

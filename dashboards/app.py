@@ -1,0 +1,247 @@
+"""Pushwise dashboard (Streamlit): funnel, treatment vs holdout, vendors, send-time heatmap, models.
+
+Start it from the repository root with::
+
+    streamlit run dashboards/app.py            # reads $PUSHWISE_DB_PATH, default data/pushwise.duckdb
+
+It reads only through :mod:`engine.analytics` over read-only connections from
+:func:`engine.store.open_reader` (the live file when free, else the writer's last snapshot); see
+``dashboard_data.py`` for why frames, not connections, are cached. Users appear only as keyed
+pseudonyms and device tokens never leave the store.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+# `streamlit run` puts only this folder on sys.path; the engine package lives one level up and is
+# not necessarily installed, so make the repository root importable too.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from dashboard_charts import (  # noqa: E402
+    arm_rates,
+    funnel_bars,
+    funnel_lines,
+    heatmap,
+    simulated_banner,
+    stacked_states,
+)
+from dashboard_data import (  # noqa: E402
+    CACHE_TTL_SECONDS,
+    Source,
+    database_exists,
+    default_db_path,
+    file_stamp,
+    load_options,
+    load_views,
+)
+
+from engine.analytics import STAGES, load_pseudonym_key  # noqa: E402
+from engine.errors import PushwiseError  # noqa: E402
+
+ALL = "All"
+BREAKDOWNS = {"campaign": "campaign_id", "vendor": "vendor", "local send hour": "send_hour_local"}
+PERCENT = st.column_config.NumberColumn(format="percent")
+OUTCOME_LABELS = {"converted": "Converted (bought the pushed item, or attributed)",
+                  "any_purchase": "Any purchase"}
+
+
+def main() -> None:
+    st.set_page_config(page_title="Pushwise", page_icon="📬", layout="wide")
+    st.title("Pushwise")
+    db_path = st.sidebar.text_input("Database file", value=default_db_path())
+    if not database_exists(db_path):
+        st.info(f"No Pushwise database at `{db_path}` yet. Run `pushwise demo` first, "
+                "or enter another database file in the sidebar.")
+        return
+    try:
+        options = load_options(db_path, file_stamp(db_path))
+    except PushwiseError as exc:
+        st.error(f"Cannot read `{db_path}`: {exc}\n\nIf it is not a Pushwise database yet, run `pushwise demo` first.")
+        return
+    _show_source(options["source"])
+    banner = simulated_banner(options["simulation"])
+    if banner:
+        st.warning(banner, icon="🧪")
+    if options["campaigns"].empty:
+        st.info("No campaign has been planned in this database yet. Run `pushwise demo` first.")
+        return
+    campaign_id, vendor, start, end = _filters(options, db_path)
+    try:
+        views = load_views(db_path, file_stamp(db_path), campaign_id, vendor, start, end, load_pseudonym_key())
+    except PushwiseError as exc:
+        st.error(f"Cannot load the analytics: {exc}")
+        return
+    tabs = st.tabs(["Funnel", "Treatment vs holdout", "Vendors", "Send-time heatmap", "Models"])
+    with tabs[0]:
+        _funnel_page(views)
+    with tabs[1]:
+        _uplift_page(views)
+    with tabs[2]:
+        _vendor_page(views)
+    with tabs[3]:
+        _heatmap_page(views)
+    with tabs[4]:
+        _models_page(views)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if unit == 'day' and n > 1 else ''} ago"
+    return f"{seconds} s ago"
+
+
+def _show_source(source: Source) -> None:
+    age = _age(time.time() - source.modified)
+    if source.origin == "live":
+        st.caption(f"Reading the live database `{source.path}` (read-only), last written {age}. "
+                   "Rerun the page (R) to pick up new data.")
+    else:
+        st.caption(f"Reading the snapshot `{source.path}`, published {age}: another process (the dispatcher "
+                   "or the demo) holds the write lock on the live database. A newer snapshot shows up "
+                   f"on the next rerun (results are cached for at most {CACHE_TTL_SECONDS} s).")
+
+
+def _filters(options: dict, db_path: str) -> tuple[str | None, str | None, object, object]:
+    campaigns: pd.DataFrame = options["campaigns"]
+    labels = {ALL: None} | {f"{r.name} ({r.campaign_id})": r.campaign_id for r in campaigns.itertuples()}
+    campaign_id = labels[st.sidebar.selectbox("Campaign", list(labels), key=f"campaign:{db_path}")]
+    vendor = st.sidebar.selectbox("Vendor", [ALL, *options["vendors"]], key=f"vendor:{db_path}")
+    first, last = options["dates"]
+    start = end = None
+    if first is not None:
+        picked = st.sidebar.date_input("Send date (UTC)", value=(first, last), min_value=first,
+                                       max_value=last, key=f"dates:{db_path}")
+        picked = tuple(picked) if isinstance(picked, list | tuple) else (picked,)
+        start = picked[0] if picked else None
+        end = picked[1] if len(picked) > 1 else None
+    st.sidebar.caption("Users are shown as keyed pseudonyms; device tokens are never shown.")
+    return campaign_id, (None if vendor == ALL else vendor), start, end
+
+
+def _funnel_table(funnel: pd.DataFrame) -> pd.DataFrame:
+    return funnel[["stage", "count", "simulated", "previous_stage", "rate_previous", "rate_planned"]].rename(
+        columns={"rate_previous": "of previous", "rate_planned": "of planned", "previous_stage": "previous"})
+
+
+def _funnel_page(views: dict[str, pd.DataFrame]) -> None:
+    funnel = views["funnel"]
+    st.subheader("Planned → sent → delivered → opened → clicked → converted")
+    for column, row in zip(st.columns(len(funnel)), funnel.itertuples(index=False), strict=True):
+        rate = "" if pd.isna(row.rate_planned) else f"{row.rate_planned:.1%} of planned"
+        column.metric(row.stage.capitalize(), f"{row.count:,}", help=rate or None)
+    left, right = st.columns([3, 2])
+    left.altair_chart(funnel_bars(funnel), width="stretch")
+    right.dataframe(_funnel_table(funnel), hide_index=True,
+                    column_config={"of previous": PERCENT, "of planned": PERCENT})
+    st.caption("Converted: a delivered send whose item the user really bought within 14 days after it "
+               "went out, or that a conversion event names. Its rate is taken over delivered sends.")
+
+    label = st.radio("Break down by", list(BREAKDOWNS), horizontal=True)
+    group = BREAKDOWNS[label]
+    by_group = views[f"funnel_by_{group}"]
+    if by_group.empty:
+        st.info("No planned sends match the filters.")
+    else:
+        st.altair_chart(funnel_lines(by_group, group, label), width="stretch")
+        counts = by_group.pivot(index=group, columns="stage", values="count")
+        st.dataframe(counts.reindex(columns=list(STAGES)), width="stretch")
+
+    st.subheader("Skipped users by reason")
+    skips = views["skips"]
+    if skips.empty:
+        st.caption("No treatment user was skipped.")
+    else:
+        st.bar_chart(skips, x="skip_reason", y="users", color="campaign_id", horizontal=True)
+        st.dataframe(skips, hide_index=True, column_config={"share": PERCENT})
+    with st.expander("Decision log (most recent 500; users pseudonymised)"):
+        st.dataframe(views["decisions"], hide_index=True)
+
+
+def _uplift_page(views: dict[str, pd.DataFrame]) -> None:
+    st.subheader("Treatment vs holdout (intention to treat)")
+    outcome = st.radio("Outcome", list(OUTCOME_LABELS), format_func=OUTCOME_LABELS.get, horizontal=True)
+    arms = views["arms"][views["arms"]["outcome"] == outcome]
+    diff = views["uplift"].set_index("outcome").loc[outcome]
+    if arms["users"].min() == 0:
+        st.info("Both arms need decisions with a send time to compare; none match the filters for one arm.")
+    cols = st.columns(4)
+    cols[0].metric("Treatment rate", _pct(diff["treatment_rate"]))
+    cols[1].metric("Holdout rate", _pct(diff["holdout_rate"]))
+    cols[2].metric("Difference (treatment − holdout)", _pp(diff["difference"]),
+                   help=f"95% interval (Newcombe): {_pp(diff['diff_low'])} to {_pp(diff['diff_high'])}")
+    cols[3].metric("p-value (two-sided z-test)", "–" if pd.isna(diff["p_value"]) else f"{diff['p_value']:.3g}")
+    st.markdown(f"95% interval of the difference: **{_pp(diff['diff_low'])} to {_pp(diff['diff_high'])}**; "
+                f"relative uplift **{_pct(diff['relative_uplift'])}**.")
+    left, right = st.columns([2, 3])
+    left.altair_chart(arm_rates(arms), width="stretch")
+    right.dataframe(arms.drop(columns="outcome"), hide_index=True,
+                    column_config={"rate": PERCENT, "ci_low": PERCENT, "ci_high": PERCENT})
+    simulated = int(arms["simulated_conversions"].sum())
+    st.caption("Every treatment decision counts, sent or not, against the randomly held-out users, over "
+               "the 14 days after each decision's send time. Rates carry Wilson 95% intervals."
+               + (f" {simulated:,} treatment conversions are simulated (attributed, not a real purchase)."
+                  if simulated else ""))
+
+
+def _vendor_page(views: dict[str, pd.DataFrame]) -> None:
+    st.subheader("Vendor outcomes")
+    summary = views["vendor_summary"]
+    if summary.empty:
+        st.info("No sends match the filters.")
+        return
+    st.dataframe(summary, hide_index=True, column_config={"delivery_rate": PERCENT})
+    left, right = st.columns(2)
+    left.altair_chart(stacked_states(views["vendor_outcomes"]), width="stretch")
+    right.markdown("**Every vendor answer, retries included**")
+    right.dataframe(views["attempts"], hide_index=True)
+
+
+def _heatmap_page(views: dict[str, pd.DataFrame]) -> None:
+    st.subheader("Sends and opens by local weekday and hour")
+    cells = views["heatmap"]
+    if cells.empty:
+        st.info("No sends have gone out for these filters yet.")
+        return
+    left, right = st.columns(2)
+    left.altair_chart(heatmap(cells, "sends", "sends", "d"), width="stretch")
+    right.altair_chart(heatmap(cells, "open_rate", "open rate", ".0%"), width="stretch")
+    if cells["simulated_opens"].sum():
+        st.caption(f"{int(cells['simulated_opens'].sum()):,} of {int(cells['opens'].sum()):,} opens are simulated.")
+
+
+def _models_page(views: dict[str, pd.DataFrame]) -> None:
+    st.subheader("Trained models")
+    models = views["models"]
+    if models.empty:
+        st.info("No model has been trained in this database yet.")
+        return
+    st.dataframe(models, hide_index=True)
+    metrics = views["model_metrics"]
+    if not metrics.empty:
+        left, right = st.columns(2)
+        name = left.selectbox("Model", sorted(metrics["model_name"].unique()))
+        chosen = metrics[metrics["model_name"] == name]
+        metric = right.selectbox("Metric", sorted(chosen["metric"].unique()))
+        st.bar_chart(chosen[chosen["metric"] == metric], x="version", y="value", y_label=metric)
+
+
+def _pct(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:.1%}"
+
+
+def _pp(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value * 100:+.1f} pp"
+
+
+main()

@@ -1,0 +1,100 @@
+"""Altair charts for the dashboard: pure functions from analytics frames to chart specs (no I/O)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from engine.analytics import STAGES, WEEKDAYS
+
+__all__ = ["arm_rates", "funnel_bars", "funnel_lines", "heatmap", "simulated_banner", "stacked_states"]
+
+
+def funnel_bars(funnel: pd.DataFrame) -> alt.Chart:
+    """Bars per stage, the part resting only on simulated events drawn in its own colour."""
+    parts = pd.concat([
+        funnel.assign(evidence="observed", n=funnel["count"] - funnel["simulated"]),
+        funnel.assign(evidence="simulated", n=funnel["simulated"]),
+    ])[["stage", "evidence", "n"]]
+    return alt.Chart(parts).mark_bar().encode(
+        x=alt.X("stage:N", sort=list(STAGES), title=None),
+        y=alt.Y("n:Q", title="sends"),
+        color=alt.Color("evidence:N", scale=alt.Scale(domain=["observed", "simulated"],
+                                                      range=["#4c78a8", "#f58518"]), title=None),
+        tooltip=["stage", "evidence", "n"],
+    )
+
+
+def funnel_lines(by_group: pd.DataFrame, group: str, label: str) -> alt.Chart:
+    """Share of planned sends reaching each stage, one line per group."""
+    frame = by_group.assign(**{label: by_group[group].astype(str)})
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("stage:N", sort=list(STAGES), title=None),
+        y=alt.Y("rate_planned:Q", axis=alt.Axis(format="%"), title="of planned"),
+        color=alt.Color(f"{label}:N"),
+        tooltip=[label, "stage", "count", alt.Tooltip("rate_planned:Q", format=".1%")],
+    )
+
+
+def arm_rates(arms: pd.DataFrame) -> alt.LayerChart:
+    """Rate per arm with its Wilson 95% interval as an error bar."""
+    base = alt.Chart(arms).encode(x=alt.X("arm:N", sort=["treatment", "holdout"], title=None))
+    bars = base.mark_errorbar(ticks=True).encode(
+        y=alt.Y("ci_low:Q", axis=alt.Axis(format="%"), title="rate (95% interval)"), y2="ci_high:Q")
+    points = base.mark_point(filled=True, size=90).encode(
+        y="rate:Q", color=alt.Color("arm:N", legend=None),
+        tooltip=["arm", "users", "conversions", alt.Tooltip("rate:Q", format=".2%"),
+                 alt.Tooltip("ci_low:Q", format=".2%"), alt.Tooltip("ci_high:Q", format=".2%")])
+    return bars + points
+
+
+def stacked_states(outcomes: pd.DataFrame) -> alt.Chart:
+    """Sends per vendor, stacked by outbox state."""
+    return alt.Chart(outcomes).mark_bar().encode(
+        x=alt.X("vendor:N", title=None), y=alt.Y("sum(sends):Q", title="sends"),
+        color=alt.Color("state:N"), tooltip=["vendor", "state", "outcome", "sends"],
+    )
+
+
+def heatmap(cells: pd.DataFrame, value: str, title: str, fmt: str) -> alt.Chart:
+    """Local weekday × hour grid coloured by ``value``."""
+    return alt.Chart(cells).mark_rect().encode(
+        x=alt.X("hour:O", title="local hour", scale=alt.Scale(domain=list(range(24)))),
+        y=alt.Y("weekday_name:N", sort=list(WEEKDAYS), title=None, scale=alt.Scale(domain=list(WEEKDAYS))),
+        color=alt.Color(f"{value}:Q", title=title, legend=alt.Legend(format=fmt)),
+        tooltip=["weekday_name", "hour", "sends", "opens", "simulated_opens",
+                 alt.Tooltip("open_rate:Q", format=".1%")],
+    )
+
+
+def simulated_banner(summary: pd.DataFrame) -> str | None:
+    """The text that says which numbers are simulated; None when nothing in the store is.
+
+    Args:
+        summary: :func:`engine.analytics.simulation_summary` frame (kind, rows, simulated).
+    """
+    counts = {row.kind: (int(row.rows), int(row.simulated)) for row in summary.itertuples(index=False)}
+
+    def part(kind: str, noun: str) -> str | None:
+        rows, sim = counts.get(kind, (0, 0))
+        return f"{sim:,} of {rows:,} {noun}" if sim else None
+
+    reactions = [p for p in (part("event:push_open", "opens"), part("event:push_click", "clicks"),
+                             part("event:conversion", "conversion events")) if p]
+    setup = [p for p in (part("devices", "devices"), part("consents", "consent records")) if p]
+    incremental = counts.get("conversion:incremental", (0, 0))[1]
+    if not reactions and not setup:
+        return None
+    lines = ["**Simulated data — read these numbers as a sandbox, not as real campaign results.**"]
+    if reactions:
+        lines.append(f"- Reactions to pushes come from a seeded simulation: {', '.join(reactions)}. "
+                     "Opened, clicked and attributed-conversion counts rest on them; the charts draw "
+                     "the simulated part in orange and the tables count it in *simulated* columns.")
+    if incremental:
+        lines.append(f"- {incremental:,} conversions are simulated incremental conversions "
+                     "(`grounded: false`, not backed by a real purchase).")
+    if setup:
+        lines.append(f"- Devices and consent are simulated ({', '.join(setup)}): the public datasets "
+                     "record no app installs or push consent, so deliveries go to sandbox vendors.")
+    lines.append("- Purchases and holdout outcomes come from the real purchase log.")
+    return "\n".join(lines)
