@@ -194,7 +194,8 @@ class GoogleServiceAccountTokenProvider:
             raise PushError(f"token endpoint answered {response.status_code}")
         if response.status_code != 200 or not payload.get("access_token"):
             error = payload.get("error", "unknown_error")
-            raise AuthError(f"token endpoint refused the assertion: {error}: {payload.get('error_description', '')}")
+            detail = payload.get("error_description", "")
+            raise AuthError(f"token endpoint refused the assertion: {error}: {detail}")
         expires_in = float(payload.get("expires_in", 3600))
         margin = min(self.MARGIN, expires_in / 10)
         self._token = str(payload["access_token"])

@@ -83,7 +83,8 @@ def transport_receipt(send_id: str, exc: Exception) -> Receipt:
     """
     if is_certificate_failure(exc):
         return Receipt(send_id=send_id, outcome=Outcome.AUTH_ERROR, reason="tls: server certificate not trusted")
-    outcome = next((TRANSPORT_OUTCOMES[k] for k in type(exc).__mro__ if k in TRANSPORT_OUTCOMES), Outcome.TRANSIENT)
+    nearest = (TRANSPORT_OUTCOMES[k] for k in type(exc).__mro__ if k in TRANSPORT_OUTCOMES)
+    outcome = next(nearest, Outcome.TRANSIENT)
     return Receipt(send_id=send_id, outcome=outcome, reason=f"transport: {type(exc).__name__}")
 
 
@@ -190,7 +191,11 @@ class HttpChannel(PushChannel):
         except PushError as exc:
             return Receipt(send_id=msg.send_id, outcome=Outcome.TRANSIENT, reason=f"credential: {exc}"), None
         now = self._clock.now()
-        path, headers, body = self._request(msg, now)
+        try:
+            path, headers, body = self._request(msg, now)
+        except (TypeError, ValueError) as exc:  # a message we cannot encode is our bug: never retried
+            return Receipt(send_id=msg.send_id, outcome=Outcome.REJECTED_PAYLOAD,
+                           reason=f"build: {type(exc).__name__}"), None
         try:
             response = await self._client.post(
                 path, content=body, headers={**headers, "authorization": self._authorization(credential)}

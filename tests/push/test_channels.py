@@ -243,3 +243,18 @@ def test_registry_fails_fast_on_incomplete_sections(fixed):
     settings.vendors.apns = ApnsConfig(enabled=True)
     with pytest.raises(ConfigError, match="vendors.apns.team_id is required"):
         build_channels(settings, fixed)
+
+
+def test_a_message_that_cannot_be_encoded_is_rejected_not_raised(apns_config, fixed, rng):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)
+
+    bad = make_message("apns", rng, data={"when": object()})
+
+    async def go():
+        async with ApnsChannel(apns_config, fixed, transport=httpx.MockTransport(handler)) as channel:
+            return await channel.send([bad, make_message("apns", rng)])
+
+    rejected, delivered = run(go())
+    assert (rejected.outcome, rejected.reason) == (Outcome.REJECTED_PAYLOAD, "build: TypeError")
+    assert delivered.outcome is Outcome.DELIVERED

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trustme
 
+from engine.clock import FixedClock, SystemClock
 from engine.domain import Outcome
 from engine.push import ApnsChannel, FcmChannel, build_channels
 from engine.push.sandbox import Fault
@@ -29,16 +30,13 @@ async def _send(settings, clock, vendor, messages):
 
 
 def test_both_vendors_deliver_over_verified_tls_and_http2(sandboxes, rng):
-    from engine.clock import SystemClock
-
     settings = settings_for(sandboxes)
     apns_msgs = [make_message("apns", rng, badge=0) for _ in range(10)]
     fcm_msgs = [make_message("fcm", rng, data={"item": "7"}) for _ in range(10)]
     assert {r.outcome for r in run(_send(settings, SystemClock(), "apns", apns_msgs))} == {Outcome.DELIVERED}
     assert {r.outcome for r in run(_send(settings, SystemClock(), "fcm", fcm_msgs))} == {Outcome.DELIVERED}
     accepted = sandboxes.accepted("apns")
-    assert [a.message_id for a in accepted] == [m.send_id for m in apns_msgs] or \
-        sorted(a.message_id for a in accepted) == sorted(m.send_id for m in apns_msgs)
+    assert sorted(a.message_id for a in accepted) == sorted(m.send_id for m in apns_msgs)   # apns-id = send_id
     assert all(a.payload["aps"]["badge"] == 0 for a in accepted)        # gorush #147
     assert {a.payload["data"]["item"] for a in sandboxes.accepted("fcm")} == {"7"}
     stats = sandboxes.stats()
@@ -48,8 +46,6 @@ def test_both_vendors_deliver_over_verified_tls_and_http2(sandboxes, rng):
 
 def test_invalid_tokens_are_reported_with_the_410_timestamp(skewed, rng):
     boxes, _ = skewed
-    from engine.clock import FixedClock
-
     clock = FixedClock(T0)
     apns_dead, fcm_dead = make_message("apns", rng), make_message("fcm", rng)
     gone = T0 - timedelta(days=3)
@@ -66,8 +62,6 @@ def test_invalid_tokens_are_reported_with_the_410_timestamp(skewed, rng):
 
 @pytest.mark.parametrize("vendor", ["apns", "fcm"])
 def test_retry_after_as_seconds_and_http_date(skewed, rng, vendor):
-    from engine.clock import FixedClock
-
     boxes, _ = skewed
     unavailable = "ServiceUnavailable" if vendor == "apns" else "UNAVAILABLE"
     busy = "TooManyRequests" if vendor == "apns" else "QUOTA_EXCEEDED"
@@ -83,8 +77,6 @@ def test_retry_after_as_seconds_and_http_date(skewed, rng, vendor):
 
 
 def test_fcm_access_token_expired_refreshes_once_and_retries_once(skewed, rng):
-    from engine.clock import FixedClock
-
     boxes, server_clock = skewed
     boxes.fcm.access_token_ttl = 2
     clock = FixedClock(T0)
@@ -104,8 +96,6 @@ def test_fcm_access_token_expired_refreshes_once_and_retries_once(skewed, rng):
 
 
 def test_fcm_refresh_is_bounded_when_the_vendor_keeps_refusing(skewed, rng):
-    from engine.clock import FixedClock
-
     boxes, _ = skewed
     boxes.inject("fcm", Fault.error(401, "ACCESS_TOKEN_EXPIRED", count=2))
     (receipt,) = run(_send(settings_for(boxes), FixedClock(T0), "fcm", [make_message("fcm", rng)]))
@@ -114,8 +104,6 @@ def test_fcm_refresh_is_bounded_when_the_vendor_keeps_refusing(skewed, rng):
 
 
 def test_apns_expired_provider_token_is_reminted_once(skewed, rng):
-    from engine.clock import FixedClock
-
     boxes, server_clock = skewed          # APNs' clock runs 20 minutes ahead of ours
     clock = FixedClock(T0)
 
@@ -144,8 +132,6 @@ def test_goaway_mid_batch_loses_nothing(sandboxes, rng):
     the vendor had processed it: httpcore (1.0.9) raises for a stream waiting on its read lock when
     the GOAWAY arrives even if that stream's answer came in the same read.
     """
-    from engine.clock import SystemClock
-
     settings = settings_for(sandboxes)
     messages = [make_message("apns", rng) for _ in range(40)]
     sandboxes.inject("apns", Fault.goaway(after=5))
@@ -166,8 +152,6 @@ def test_goaway_mid_batch_loses_nothing(sandboxes, rng):
 
 
 def test_connection_reset_and_timeout_are_transient(sandboxes, rng):
-    from engine.clock import SystemClock
-
     config = settings_for(sandboxes).vendors.apns
 
     async def go():
@@ -186,8 +170,6 @@ def test_connection_reset_and_timeout_are_transient(sandboxes, rng):
 
 
 def test_error_without_apns_id_and_payload_too_large(sandboxes, rng):
-    from engine.clock import SystemClock
-
     sandboxes.inject("apns", Fault.error(500, "InternalServerError"))
     settings = settings_for(sandboxes)
     settings.vendors.apns.concurrency = 1
@@ -201,8 +183,6 @@ def test_error_without_apns_id_and_payload_too_large(sandboxes, rng):
 
 @pytest.mark.parametrize("trust", ["system store only", "another CA"])
 def test_tls_is_verified(sandboxes, rng, tmp_path, trust):
-    from engine.clock import SystemClock
-
     settings = settings_for(sandboxes)
     ca_file = ""
     if trust == "another CA":
@@ -227,8 +207,6 @@ def test_apns_sandbox_refuses_http1(sandboxes):
 
 
 def test_many_concurrent_sends_share_one_http2_connection(sandboxes, rng):
-    from engine.clock import SystemClock
-
     messages = [make_message("apns", rng) for _ in range(300)]
     receipts = run(_send(settings_for(sandboxes), SystemClock(), "apns", messages))
     assert {r.outcome for r in receipts} == {Outcome.DELIVERED}
@@ -236,8 +214,6 @@ def test_many_concurrent_sends_share_one_http2_connection(sandboxes, rng):
 
 
 def test_gather_keeps_other_vendors_independent(sandboxes, rng):
-    from engine.clock import SystemClock
-
     async def go():
         channels = build_channels(settings_for(sandboxes), SystemClock())
         try:

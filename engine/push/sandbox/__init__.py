@@ -95,19 +95,19 @@ class Sandboxes:
         self._apns_server = SandboxServer(self.apns, server_context(self.ca, ("h2",)), http1=False)
         self._fcm_server = SandboxServer(self.fcm, server_context(self.ca, ("h2", "http/1.1")))
         self._thread = _LoopThread()
+        self._closed = False
         try:
             apns_port = self._thread.run(self._apns_server.start(_HOST, apns_port))
             fcm_port = self._thread.run(self._fcm_server.start(_HOST, fcm_port))
+            self.apns_url = f"https://{_HOST}:{apns_port}"
+            self.fcm_url = f"https://{_HOST}:{fcm_port}"
+            self.fcm.token_uri = f"{self.fcm_url}/token"
+            self.service_account_file, info = ensure_service_account(self.workdir / "fcm", self.fcm.token_uri)
+            self.project_id: str = info["project_id"]
+            self.fcm.register_service_account(info)
         except BaseException:
-            self._thread.stop()
+            self.close()
             raise
-        self.apns_url = f"https://{_HOST}:{apns_port}"
-        self.fcm_url = f"https://{_HOST}:{fcm_port}"
-        self.fcm.token_uri = f"{self.fcm_url}/token"
-        self.service_account_file, info = ensure_service_account(self.workdir / "fcm", self.fcm.token_uri)
-        self.project_id: str = info["project_id"]
-        self.fcm.register_service_account(info)
-        self._closed = False
 
     def vendor_settings(self) -> VendorsConfig:
         """Engine settings (``settings.vendors``) with both vendors enabled and pointed here."""
@@ -162,7 +162,9 @@ class Sandboxes:
         self.close()
 
 
-def start_sandboxes(workdir: Path, clock: Clock | None = None, *, apns_port: int = 0, fcm_port: int = 0) -> Sandboxes:
+def start_sandboxes(
+    workdir: Path, clock: Clock | None = None, *, apns_port: int = 0, fcm_port: int = 0
+) -> Sandboxes:
     """Start the APNs and FCM sandboxes on 127.0.0.1 (ephemeral ports unless given).
 
     Args:
@@ -182,7 +184,8 @@ def _toml(sandboxes: Sandboxes) -> str:
     for name, section in (("apns", vendors.apns), ("fcm", vendors.fcm)):
         lines.append(f"[vendors.{name}]")
         for key, value in vars(section).items():
-            lines.append(f"{key} = {json.dumps(value)}" if not isinstance(value, bool) else f"{key} = {str(value).lower()}")
+            text = str(value).lower() if isinstance(value, bool) else json.dumps(value)
+            lines.append(f"{key} = {text}")
         lines.append("")
     return "\n".join(lines)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections import Counter
 from typing import Any
 
 import jwt
@@ -90,8 +89,8 @@ class ApnsSandbox(VendorSandbox):
         token = request.path[len(_PREFIX):].split("?", 1)[0]
         if not token:
             return self._reject(400, "MissingDeviceToken", echo)
-        names = Counter(k for k, _ in request.headers if k in _UNIQUE_HEADERS)
-        if any(n > 1 for n in names.values()):
+        names = [k for k, _ in request.headers if k in _UNIQUE_HEADERS]
+        if len(names) != len(set(names)):
             return self._reject(400, "DuplicateHeaders", echo)
         problem = self._check_auth(request) or self._check_headers(request)
         if problem is not None:

@@ -96,15 +96,21 @@ class VendorSandbox:
     Args:
         clock: the sandbox's notion of now (token ages, expiry, timestamps); the system clock
             by default.
+
+    Attributes:
+        keep: how many accepted notifications `accepted` remembers (the newest); the
+            ``accepted`` counter in `stats` counts all of them. Bounded so that a long benchmark
+            does not grow without limit.
     """
 
     vendor = ""
+    keep = 100_000
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._faults: deque[list[Any]] = deque()
-        self._accepted: list[Accepted] = []
+        self._accepted: deque[Accepted] = deque(maxlen=self.keep)
         self._unregistered: dict[str, datetime] = {}
         self._stats: Counter[str] = Counter()
 
@@ -116,6 +122,7 @@ class VendorSandbox:
             self._faults.append([fault, fault.count])
 
     def clear_faults(self) -> None:
+        """Drop every fault not yet played."""
         with self._lock:
             self._faults.clear()
 
@@ -131,6 +138,7 @@ class VendorSandbox:
             self._unregistered[token] = at
 
     def accepted(self) -> list[Accepted]:
+        """The accepted notifications still remembered, oldest first."""
         with self._lock:
             return list(self._accepted)
 

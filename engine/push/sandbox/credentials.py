@@ -67,7 +67,9 @@ def ensure_apns_credentials(directory: Path, topic: str = SANDBOX_TOPIC) -> Apns
     return ApnsCredentials(team_id, key_id, key_file, topic)
 
 
-def ensure_service_account(directory: Path, token_uri: str, project_id: str = SANDBOX_PROJECT) -> tuple[Path, dict[str, Any]]:
+def ensure_service_account(
+    directory: Path, token_uri: str, project_id: str = SANDBOX_PROJECT
+) -> tuple[Path, dict[str, Any]]:
     """Create (or reuse) ``service-account.json`` under ``directory`` with ``token_uri`` set.
 
     Returns:

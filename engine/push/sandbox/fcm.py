@@ -242,16 +242,18 @@ def _check_message(message: dict[str, Any]) -> tuple[str, str] | None:
         return "message.data", "Invalid value at 'message.data' (type.googleapis.com/google.protobuf.Struct)"
     for i, (key, value) in enumerate(data.items()):
         if not isinstance(value, str):
-            return f"message.data[{i}].value", f"Invalid value at 'message.data[{i}].value' (TYPE_STRING), {value!r}"
+            field = f"message.data[{i}].value"
+            return field, f"Invalid value at '{field}' (TYPE_STRING), {value!r}"
         if key in _RESERVED or key.lower().startswith(("google", "gcm")):
             return "message.data", f"Invalid data payload key: {key}"
     android = message.get("android", {})
     if not isinstance(android, dict):
         return "message.android", "Invalid value at 'message.android'"
     if android.get("priority", "NORMAL") not in ("NORMAL", "HIGH"):
-        return "message.android.priority", f"Invalid value at 'message.android.priority', {android['priority']!r}"
+        return "message.android.priority", (
+            f"Invalid value at 'message.android.priority', {android['priority']!r}")
     if "ttl" in android and not (isinstance(android["ttl"], str) and _DURATION.fullmatch(android["ttl"])):
-        return "message.android.ttl", "Invalid value at 'message.android.ttl' (type.googleapis.com/google.protobuf.Duration)"
+        return "message.android.ttl", "Invalid value at 'message.android.ttl' (google.protobuf.Duration)"
     content = {k: message[k] for k in ("notification", "data") if k in message}
     if "notification" in android:
         content["android_notification"] = android["notification"]

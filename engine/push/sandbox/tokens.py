@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import random
 
 __all__ = ["new_apns_token", "new_fcm_token"]
 
-_URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+def _urlsafe(rng: random.Random, chars: int) -> str:
+    raw = rng.randbytes(chars * 3 // 4 + 3)
+    return base64.urlsafe_b64encode(raw).decode()[:chars]
 
 
 def new_apns_token(rng: random.Random) -> str:
@@ -15,7 +19,8 @@ def new_apns_token(rng: random.Random) -> str:
 
 
 def new_fcm_token(rng: random.Random) -> str:
-    """An FCM registration token shaped like real ones: ``<22-char instance id>:APA91b<134 chars>``."""
-    instance = "".join(rng.choice(_URLSAFE) for _ in range(22))
-    body = "".join(rng.choice(_URLSAFE) for _ in range(134))
-    return f"{instance}:APA91b{body}"
+    """An FCM registration token shaped like real ones: ``<22-char instance id>:APA91b<134 chars>``.
+
+    Both parts use the base64url alphabet; the result is 163 characters and depends only on ``rng``.
+    """
+    return f"{_urlsafe(rng, 22)}:APA91b{_urlsafe(rng, 134)}"
