@@ -3,9 +3,10 @@
 Online Retail is replicated (each copy with its own invoice numbers, so nothing deduplicates away) to
 at least 5 million rows in one Parquet file. Both runs write a fresh on-disk DuckDB database.
 
-    .venv/bin/python benchmarks/ingest.py [--copies 10] [--repeat 3]
+    .venv/bin/python benchmarks/ingest.py [--copies 10] [--repeat 3] [--profile]
 
-Prints both rates and the ratio; writes reports/bench-ingest.json.
+Prints both rates and the ratio; writes reports/bench-ingest.json. ``--profile`` also prints the wall
+and process CPU seconds of every SQL statement of the last pushwise run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -55,12 +58,45 @@ def bare(path: Path, folder: Path, i: int) -> float:
     return elapsed
 
 
-def ours(path: Path, folder: Path, i: int) -> tuple[float, object]:
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class StatementTimer:
+    """Stands in for a store's DuckDB connection and records each statement's wall and CPU seconds."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self.rows: list[tuple[float, float, str]] = []
+
+    def execute(self, sql: str, params: object = None):
+        wall, cpu = time.perf_counter(), _cpu()
+        result = self._con.execute(sql, params) if params is not None else self._con.execute(sql)
+        self.rows.append((time.perf_counter() - wall, _cpu() - cpu, " ".join(sql.split())))
+        return result
+
+    def __getattr__(self, name: str):
+        return getattr(self._con, name)
+
+    def print(self) -> None:
+        print(f"{'wall s':>8} {'cpu s':>8}  statement")
+        for wall, cpu, sql in self.rows:
+            label = re.sub(r"'[^']{40,}'", "'…'", sql)
+            print(f"{wall:8.3f} {cpu:8.3f}  {label[:110]}")
+        print(f"{sum(r[0] for r in self.rows):8.3f} {sum(r[1] for r in self.rows):8.3f}  total")
+
+
+def ours(path: Path, folder: Path, i: int, timer: bool = False) -> tuple[float, object]:
     store = Store(folder / f"pushwise{i}.duckdb")
+    if timer:
+        store.con = StatementTimer(store.con)  # type: ignore[assignment]
     t = time.perf_counter()
     report = ingest_path(store, path)
     store.execute("CHECKPOINT")
     elapsed = time.perf_counter() - t
+    if timer:
+        store.con.print()  # type: ignore[attr-defined]
     store.close()
     return elapsed, report
 
@@ -69,6 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="time every statement of the last pushwise run")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -77,7 +114,7 @@ def main() -> None:
         report = None
         for i in range(args.repeat):  # interleaved, so both see the same machine state
             bare_s.append(bare(path, folder, i))
-            elapsed, report = ours(path, folder, i)
+            elapsed, report = ours(path, folder, i, timer=args.profile and i == args.repeat - 1)
             ours_s.append(elapsed)
     b, o = statistics.median(bare_s), statistics.median(ours_s)
     result = {

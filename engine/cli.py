@@ -66,13 +66,13 @@ def cmd_seed_devices(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.demo import print_models, train_models
+    from engine.demo import model_summary, print_models, train_models
     from engine.store import Store
 
     with Store(settings.db_path) as store:
         results = train_models(store, settings, args.as_of)
     if args.json:
-        print(json.dumps([r.summary() for r in results], indent=2, default=str))
+        print(json.dumps({r.name: model_summary(r) for r in results}, indent=2, default=str))
     else:
         print_models(results)
     return EXIT_OK

@@ -11,14 +11,14 @@ import asyncio
 import json
 import time
 from contextlib import ExitStack
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from engine.clock import AcceleratedClock, Clock, SystemClock
+from engine.clock import Clock, SimulatedClock, SystemClock
 from engine.config import Settings
 from engine.errors import InputError
 from engine.store import Store
@@ -26,6 +26,7 @@ from engine.store import Store
 __all__ = ["DEMO_CAMPAIGN", "dispatch", "plan", "print_models", "run_demo", "train_models"]
 
 DEMO_CAMPAIGN = "winter_favourites.toml"
+TICK_SECONDS = 0.05  # real seconds between dispatcher ticks
 
 
 def demo_campaign_path() -> Path:
@@ -43,15 +44,22 @@ def train_models(store: Store, settings: Settings, as_of: datetime | None, clock
     """Train every model on data before ``as_of`` (default: the latest real event)."""
     from engine.training import train_all
 
-    return train_all(store, as_of or _latest_event(store), Path(settings.models_dir), clock or SystemClock())
+    return train_all(store, as_of or _latest_event(store), Path(settings.models_dir), clock or SystemClock(),
+                     seed=settings.seed)
+
+
+def model_summary(r) -> dict[str, Any]:
+    """A TrainResult as the demo summary reports it."""
+    return {"version": r.version, "metric": r.headline_metric, "value": round(float(r.headline_value), 4),
+            "baseline": r.baseline, "baseline_value": round(float(r.baseline_value), 4),
+            "seconds": round(r.seconds, 1)}
 
 
 def print_models(results) -> None:
-    print(f"{'model':<12} {'version':<18} {'metric':<16} {'model':>8} {'baseline':<24} {'baseline':>8}")
+    print(f"    {'model':<10} {'metric':<10} {'model':>8}   {'best baseline':<24} {'value':>8}")
     for r in results:
-        s = r.summary()
-        print(f"{s['name']:<12} {s['version']:<18} {s['metric']:<16} {s['value']:>8.4f} "
-              f"{s['baseline']:<24} {s['baseline_value']:>8.4f}")
+        print(f"    {r.name:<10} {r.headline_metric:<10} {r.headline_value:>8.4f}   {r.baseline:<24} "
+              f"{r.baseline_value:>8.4f}")
 
 
 def plan(store: Store, settings: Settings, campaign, as_of: datetime | None, clock: Clock | None = None):
@@ -78,7 +86,8 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
     if speed > 0:
         first = start or store.scalar(
             "SELECT min(next_attempt_at) FROM sends WHERE state IN ('pending', 'retry', 'in_flight')")
-        clock: Clock = AcceleratedClock(first or SystemClock().now(), speed)
+        # simulated time advances speed × the tick interval per tick, and stands still during a tick
+        clock: Clock = SimulatedClock(first or SystemClock().now(), timedelta(seconds=speed * TICK_SECONDS))
     else:
         clock = SystemClock()
     policy = RetryPolicy(max_attempts=settings.max_attempts, max_total_seconds=settings.max_retry_delay_seconds)
@@ -94,7 +103,7 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
             vendors = boxes.vendor_settings()
         run_settings = Settings(**{**settings.__dict__, "vendors": vendors})
         total = int(store.scalar("SELECT count(*) FROM sends WHERE state IN ('pending', 'retry', 'in_flight')"))
-        bar = tqdm(total=total, desc="dispatch", unit="send", disable=not progress)
+        bar = tqdm(total=total, desc="dispatch", unit="send", disable=not progress, mininterval=1.0)
 
         async def go():
             channels = build_channels(run_settings.validate(), clock)
@@ -105,9 +114,10 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
                 def on_tick(report) -> None:
                     done = sum(v for k, v in report.states.items() if k != "retry")
                     bar.update(done)
-                    bar.set_postfix_str(f"sim {clock.now():%Y-%m-%d %H:%M}")
+                    bar.set_postfix_str(f"sim {clock.now():%Y-%m-%d %H:%M}", refresh=False)
 
-                return await run_dispatch(dispatcher, clock, until_idle=not follow, timeout_seconds=timeout,
+                return await run_dispatch(dispatcher, clock, interval_seconds=TICK_SECONDS,
+                                          until_idle=not follow, timeout_seconds=timeout,
                                           publish=store.publish_snapshot, on_tick=on_tick)
             finally:
                 for ch in channels.values():
@@ -253,7 +263,7 @@ def _summary(store: Store, reports, results, plan_report, dispatched, engagement
     return {
         "events_ingested": sum(r.events_loaded for r in reports),
         "rows_quarantined": sum(r.rows_quarantined for r in reports),
-        "models": {r.name: r.summary() for r in results},
+        "models": {r.name: model_summary(r) for r in results},
         "sends_planned": plan_report.sends,
         "decisions": {"audience": plan_report.audience, "holdout": plan_report.holdout,
                       "skipped": plan_report.skipped},

@@ -19,12 +19,15 @@ class RetryPolicy:
         cap_seconds: no single delay is longer, except when the vendor's Retry-After asks for more.
         max_total_seconds: a send whose next attempt would start later than this after its first
             attempt fails with ``retries exhausted`` instead.
+        auth_pause_seconds: after an auth error the vendor is paused this long; such attempts do not
+            count against ``max_attempts`` (the send was never judged), only against the total delay.
     """
 
     max_attempts: int = 6
     base_seconds: float = 2.0
     cap_seconds: float = 600.0
     max_total_seconds: float = 3600.0
+    auth_pause_seconds: float = 300.0   # a vendor that refused our credentials is left alone this long
 
     def delays(self, attempts: np.ndarray, retry_after: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Seconds to wait before the next attempt, per send.

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -61,6 +61,7 @@ class Dispatcher:
         self.policy = policy or RetryPolicy()
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
+        self.paused_until: dict[str, datetime] = {}   # vendor → end of its pause after an auth error
         self.recovered = recover_in_flight(store, clock.now())
         if self.recovered:
             log.warning("recovered %d sends left in flight by a previous run; resending with the same ids",
@@ -69,7 +70,10 @@ class Dispatcher:
     async def tick(self) -> TickReport:
         """Claim, send and record one batch of due sends."""
         now = self.clock.now()
-        claimed = claim_due(self.store, now, self.batch_size, vendors=sorted(self.channels))
+        active = sorted(v for v in self.channels if self.paused_until.get(v, now) <= now)
+        if not active:
+            return TickReport()
+        claimed = claim_due(self.store, now, self.batch_size, vendors=active)
         if claimed.empty:
             return TickReport()
         messages = _messages(claimed)
@@ -81,8 +85,12 @@ class Dispatcher:
         states = record_receipts(self.store, claimed, receipts, self.clock.now(), self.policy, self.rng)
         outcomes = pd.Series([r.outcome.value for r in receipts]).value_counts().to_dict()
         for vendor, batch in zip(by_vendor, results, strict=True):
-            if any(r.outcome is Outcome.AUTH_ERROR for r in batch):
-                log.error("ALERT: %s refused our credentials; its sends will be retried with backoff", vendor)
+            refused = [r for r in batch if r.outcome is Outcome.AUTH_ERROR]
+            if refused:
+                until = now + timedelta(seconds=self.policy.auth_pause_seconds)
+                self.paused_until[vendor] = until
+                log.error("ALERT: %s refused our credentials (%s); vendor paused until %s, %d sends kept for later",
+                          vendor, refused[0].reason, until.isoformat(), len(refused))
         return TickReport(len(claimed), {str(k): int(v) for k, v in states.items()},
                           {str(k): int(v) for k, v in outcomes.items()})
 
@@ -100,11 +108,14 @@ class Dispatcher:
         return receipts
 
     def next_due(self) -> datetime | None:
-        """When the earliest non-terminal send becomes due (None when nothing is left)."""
-        return self.store.scalar(
-            "SELECT min(next_attempt_at) FROM sends WHERE state IN ('pending', 'retry') AND vendor IN (SELECT unnest($v))",
+        """When the earliest non-terminal send can go out (None when nothing is left), pauses included."""
+        rows = self.store.execute(
+            """SELECT vendor, min(next_attempt_at) FROM sends
+               WHERE state IN ('pending', 'retry') AND vendor IN (SELECT unnest($v)) GROUP BY vendor""",
             {"v": sorted(self.channels)},
-        )
+        ).fetchall()
+        times = [max(t, self.paused_until[v]) if v in self.paused_until else t for v, t in rows]
+        return min(times) if times else None
 
     def open_count(self) -> int:
         return int(self.store.scalar("SELECT count(*) FROM sends WHERE state IN ('pending', 'retry', 'in_flight')"))

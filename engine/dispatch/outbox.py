@@ -132,10 +132,13 @@ def record_receipts(
     }).merge(claimed[["send_id", "attempts", "first_attempt_at"]], on="send_id", how="left")
 
     attempts = r["attempts"].to_numpy(dtype=float)
+    auth = (r["outcome"] == Outcome.AUTH_ERROR.value).to_numpy()
     delay = policy.delays(attempts, r["retry_after"].to_numpy(), rng)
+    delay = np.where(auth, np.maximum(delay, policy.auth_pause_seconds), delay)
     first = pd.to_datetime(r["first_attempt_at"], utc=True).fillna(pd.Timestamp(now))
     next_at = pd.Timestamp(now) + pd.to_timedelta(delay, unit="s")
-    within = (attempts < policy.max_attempts) & ((next_at - first).dt.total_seconds().to_numpy() <= policy.max_total_seconds)
+    within = ((attempts < policy.max_attempts) | auth) & (
+        (next_at - first).dt.total_seconds().to_numpy() <= policy.max_total_seconds)
     terminal = r["outcome"].map({k.value: v for k, v in _TERMINAL_FOR.items()})
     state = np.where(terminal.notna(), terminal, np.where(within, "retry", "failed"))
     r["state"] = state

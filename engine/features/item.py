@@ -80,15 +80,16 @@ def item_features(db: Db, as_of: datetime, event_types: Sequence[str] = PURCHASE
 def item_neighbors(
     db: Db,
     as_of: datetime,
-    k: int = 50,
-    max_basket: int = 50,
+    k: int = 20,
+    max_basket: int = 30,
     event_types: Sequence[str] = PURCHASE_TYPES,
 ) -> pd.DataFrame:
     """The ``k`` items most often bought in the same basket as each item, before ``as_of``.
 
     Similarity is the cosine of basket co-occurrence, ``n(i, j) / sqrt(n(i) · n(j))``. Baskets with
     more than ``max_basket`` distinct items are left out: they are bulk orders that say little about
-    which items go together, and their pair count grows with the square of their size.
+    which items go together, and their pair count grows with the square of their size (on Online
+    Retail, 30 instead of 50 halves the work and leaves the click model's NDCG@10 unchanged).
 
     Returns:
         Columns ``item_id``, ``neighbor_id``, ``cooc`` (baskets holding both), ``similarity`` (0–1);

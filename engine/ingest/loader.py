@@ -1,30 +1,44 @@
-"""Load one file into the canonical ``events`` table through DuckDB's readers, quarantining bad rows."""
+"""Load one file into the canonical ``events`` table through DuckDB's readers, quarantining bad rows.
+
+The file is read by DuckDB, never row by row in Python. Each step below is one SQL statement over the
+mapping's relations (see ``engine.ingest.mappings``), all inside one transaction:
+
+1. count the rows and the quarantine reasons;
+2. number the events whose natural key repeats inside the file (a small temp table: only those rows);
+3. insert the file's events, checking the stored ones for duplicates only when the mapping has any;
+4. quarantine the bad rows with their original values;
+5. let the mapping refresh ``users`` and ``items``.
+
+Parquet is scanned again by each step (a columnar scan is cheap); a text file is parsed once into a
+temp table. docs/decisions/002-event-identity.md explains the event ids and why ``events`` has no key.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
 from engine.clock import Clock, SystemClock
-from engine.errors import StoreError
-from engine.ingest.mappings import choose_mapping
-from engine.ingest.readers import describe, detect_format, reader_sql, sql_str
+from engine.ingest.mappings import Columns, Mapping, choose_mapping
+from engine.ingest.readers import describe, detect_format, numbered_sql, quote_ident, sql_str
 from engine.store import Store
 
 __all__ = ["IngestReport", "file_sha256", "ingest_path"]
 
-STAGED = "pw_staged"
-
+SOURCE = "pw_source"      # a text file's parsed rows
+REPEATS = "pw_repeats"    # events whose key repeats inside the file, from the second occurrence on
 
 @dataclass(frozen=True)
 class IngestReport:
     """What one ``ingest_path`` call did.
 
     ``rows_read`` counts source rows; ``events_loaded`` counts new events (an Open Bandit row with a
-    click yields two: the impression and the click); ``events_duplicate`` counts events already stored.
+    click yields two: the impression and the click); ``events_duplicate`` counts events already stored
+    or repeated inside the file.
     """
 
     path: str
@@ -73,54 +87,107 @@ def ingest_path(
     if seen is not None:
         return IngestReport(str(path), seen[0], int(seen[1]), 0, 0, 0, already_ingested=True)
 
-    staged_sql = chosen.staged_sql(reader_sql(path, kind), columns, str(path))
     try:
         with store.transaction():
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {STAGED} AS {staged_sql}")
-            report = _land(con, path, chosen.name, now)
-            chosen.derive(con, STAGED)
+            source = _source(con, path, kind, columns)
+            report = _load(con, chosen, source, columns, path, now)
             con.execute(
                 "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [sha, str(path), chosen.name, report.rows_read, report.events_loaded,
                  report.events_duplicate, report.rows_quarantined, now],
             )
     finally:
-        try:
-            con.execute(f"DROP TABLE IF EXISTS {STAGED}")
-        except duckdb.Error:
-            pass
+        for table in (SOURCE, REPEATS):
+            try:
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+            except duckdb.Error:
+                pass
     return report
 
 
-def _land(con: duckdb.DuckDBPyConnection, path: Path, mapping: str, now) -> IngestReport:
-    """Move staged rows into quarantine and events; returns the counts."""
-    file = sql_str(str(path))
-    rows_read = con.execute(f"SELECT count(DISTINCT __row) FROM {STAGED}").fetchone()[0]
-    con.execute(
-        f"""INSERT OR IGNORE INTO quarantine (source, file, row_number, reason, raw, quarantined_at)
-            SELECT DISTINCT ON (__row) {sql_str(mapping)}, {file}, __row, reason, raw, ?
-            FROM {STAGED} WHERE reason IS NOT NULL""",
-        [now],
-    )
-    reasons = dict(con.execute(
-        f"SELECT reason, count(DISTINCT __row) FROM {STAGED} WHERE reason IS NOT NULL GROUP BY reason ORDER BY 2 DESC"
-    ).fetchall())
-    good = con.execute(f"SELECT count(*) FROM {STAGED} WHERE reason IS NULL").fetchone()[0]
-    try:
-        con.execute(
-            f"""INSERT INTO events (event_id, user_id, item_id, event_type, ts, properties, source, simulated, ingested_at)
-                SELECT s.event_id, s.user_id, s.item_id, s.event_type, s.ts, s.properties, {sql_str(mapping)}, false, ?
-                FROM {STAGED} s
-                WHERE s.reason IS NULL
-                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)""",
-            [now],
-        )
-    except duckdb.ConstraintException as exc:  # the same event twice inside one file: a mapping bug
-        raise StoreError(f"duplicate event ids inside {path.name}: {exc}") from exc
-    loaded = con.execute(
-        "SELECT count(*) FROM events WHERE ingested_at = ? AND source = ?", [now, mapping]
+def _source(con: duckdb.DuckDBPyConnection, path: Path, kind: str, columns: Columns) -> str:
+    """The file as a table expression: ``__row``, ``__src`` (the row as a struct) and its columns."""
+    numbered = numbered_sql(path, kind, columns)
+    if kind != "parquet":  # parse text once; every step below reads the file again
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {SOURCE} AS {numbered}")
+        numbered = f"SELECT * FROM {SOURCE}"
+    src = "struct_pack(" + ", ".join(f"{quote_ident(c)} := {quote_ident(c)}" for c, _ in columns) + ")"
+    return f"(SELECT {src} AS __src, * FROM ({numbered}))"
+
+
+def _load(con: duckdb.DuckDBPyConnection, mapping: Mapping, source: str, columns: Columns, path: Path,
+          now: datetime) -> IngestReport:
+    """Steps 1–5 of the module docstring; returns the counts."""
+    checked = f"({mapping.checked_sql(source, columns, str(path))})"
+    counts = con.execute(f"SELECT reason, count(*) FROM {checked} GROUP BY reason ORDER BY 2 DESC, 1").fetchall()
+    reasons = {reason: int(n) for reason, n in counts if reason is not None}
+    events = f"({mapping.events_sql(f'(SELECT * FROM {checked} WHERE reason IS NULL)')})"
+    file_events, repeated = _number_repeats(con, events)
+    first_load = con.execute(
+        "SELECT count(*) = 0 FROM (SELECT 1 FROM events WHERE source = ? LIMIT 1)", [mapping.name]
     ).fetchone()[0]
+    loaded, stored_before = _insert_events(con, mapping, file_events, first_load, now)
+    _quarantine(con, mapping.name, checked, path, now)
+    # With no repeat skipped the file's events are the mapping's events: spare derive the join.
+    mapping.derive(con, file_events if repeated else events, first_load)
     return IngestReport(
-        path=str(path), mapping=mapping, rows_read=int(rows_read), events_loaded=int(loaded),
-        events_duplicate=int(good - loaded), rows_quarantined=int(sum(reasons.values())), reasons=reasons,
+        path=str(path), mapping=mapping.name, rows_read=sum(int(n) for _, n in counts), events_loaded=loaded,
+        events_duplicate=repeated + stored_before, rows_quarantined=sum(reasons.values()), reasons=reasons,
+    )
+
+
+def _number_repeats(con: duckdb.DuckDBPyConnection, events: str) -> tuple[str, int]:
+    """Number the events whose key repeats in the file; returns (the file's events, repeats skipped).
+
+    Only repeated keys reach the window, found by a hash aggregate (hash() is fine here: it only picks
+    candidates, the window partitions by the key itself). The returned relation adds
+    ``__occurrence`` and drops repeats of un-numbered keys, which are the same event again.
+    """
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {REPEATS} AS
+        SELECT __row, event_type, __numbered, occurrence FROM (
+            SELECT __row, event_type, __numbered,
+                   row_number() OVER (PARTITION BY __key ORDER BY __row, event_type) AS occurrence
+            FROM {events}
+            WHERE hash(__key) IN (SELECT hash(__key) FROM {events} GROUP BY 1 HAVING count(*) > 1)
+        ) WHERE occurrence > 1""")
+    skipped = con.execute(f"SELECT count(*) FROM {REPEATS} WHERE NOT __numbered").fetchone()[0]
+    file_events = f"""(
+        SELECT e.*, coalesce(r.occurrence, 1) AS __occurrence
+        FROM {events} e LEFT JOIN {REPEATS} r ON r.__row = e.__row AND r.event_type = e.event_type
+        WHERE r.occurrence IS NULL OR e.__numbered)"""
+    return file_events, int(skipped)
+
+
+def _insert_events(con: duckdb.DuckDBPyConnection, mapping: Mapping, file_events: str, first_load: bool,
+                   now: datetime) -> tuple[int, int]:
+    """Insert the file's events not stored yet; returns (inserted, already stored)."""
+    source = sql_str(mapping.name)
+    # Ids start with the mapping's name, so only that mapping's stored events can match. On a first
+    # load there are none, and the anti-join (a hash of every stored id) is skipped.
+    unseen = "" if first_load else (
+        f"WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.source = {source} AND e.event_id = f.event_id)")
+    loaded = con.execute(
+        f"""INSERT INTO events (event_id, user_id, item_id, event_type, ts, properties, source, simulated, ingested_at)
+            SELECT event_id, user_id, item_id, event_type, ts, properties, {source}, false, ?
+            FROM (SELECT {mapping.event_id("__occurrence")} AS event_id, * FROM {file_events}) f {unseen}""",
+        [now],
+    ).fetchone()[0]
+    if first_load:
+        return int(loaded), 0
+    candidates = con.execute(f"SELECT count(*) FROM {file_events}").fetchone()[0]
+    return int(loaded), int(candidates - loaded)
+
+
+def _quarantine(con: duckdb.DuckDBPyConnection, mapping: str, checked: str, path: Path, now: datetime) -> None:
+    """Copy the bad rows, with their reason and original values, into ``quarantine``."""
+    file = str(path)
+    # A file changed in place keeps the quarantine rows of its first version; checking the key costs
+    # a lookup per row, so only pay it when the path has rows already.
+    known = con.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM quarantine WHERE file = ? LIMIT 1)",
+                        [file]).fetchone()[0]
+    con.execute(
+        f"""INSERT {"OR IGNORE " if known else ""}INTO quarantine (source, file, row_number, reason, raw, quarantined_at)
+            SELECT ?, ?, __row, reason, to_json(__src), ? FROM {checked} WHERE reason IS NOT NULL""",
+        [mapping, file, now],
     )

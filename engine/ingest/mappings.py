@@ -1,14 +1,29 @@
 """Built-in mappings from source files to the canonical ``events`` contract, each as DuckDB SQL.
 
-A mapping turns the rows of one file into a *staged* relation with the columns
+A mapping is three pieces of SQL that the loader chains (see ``engine.ingest.loader``):
 
-    __row BIGINT          1-based row number in the file
-    event_id VARCHAR      stable id: md5 of (source, natural key, occurrence) — re-ingest is a no-op
-    user_id, item_id, event_type VARCHAR; ts TIMESTAMPTZ; properties JSON
+``checked_sql(source, columns, path)`` types every row of ``source`` and says what is wrong with it:
+
+    __row BIGINT          1-based row number in the file (given by the source)
+    __src STRUCT          the original row (given by the source; becomes the quarantine's ``raw``)
+    typed columns         whatever the mapping needs
     reason VARCHAR        NULL for a good row, else why the row is quarantined
-    raw JSON              the original row (only where reason is not NULL)
 
-and, after the events land, refreshes the ``users`` and ``items`` tables it can derive.
+``events_sql(good)`` turns the good rows into events (a row may yield several, of different types):
+
+    __row BIGINT          the source row
+    __key                 the event's natural key (any type; a STRUCT of typed columns hashes cheaply)
+    __numbered BOOLEAN    true: a row repeating a key is a further event (occurrence 2, 3, …);
+                          false: it is the same event again, skipped as a duplicate
+    user_id, item_id, event_type VARCHAR; ts TIMESTAMPTZ; properties JSON
+    …                     the typed columns ``event_id`` and ``derive`` read
+
+``event_id(occurrence)`` is the SQL of the event's id over those columns: the md5 of the mapping's
+name, the natural key and, where repeats are numbered, the occurrence (1 unless the key repeats).
+
+``derive(con, file_events, first_load)`` refreshes the ``users`` and ``items`` it can derive from the
+file's events; ``first_load`` says no event of this mapping was stored before, so the file's events are
+all there are. Event identity is explained in docs/decisions/002-event-identity.md.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ import duckdb
 from engine.domain import EVENT_TYPES
 from engine.errors import InputError
 from engine.ingest.countries import country_time_zone_sql
+from engine.ingest.readers import quote_ident as _q
 from engine.ingest.readers import sql_str
 
 __all__ = ["MAPPINGS", "Mapping", "choose_mapping"]
@@ -31,40 +47,21 @@ Columns = list[tuple[str, str]]
 
 @dataclass(frozen=True)
 class Mapping:
-    """How one kind of source file becomes canonical events."""
+    """How one kind of source file becomes canonical events (the SQL contract is in the module docstring)."""
 
     name: str
     description: str
     matches: Callable[[set[str]], bool]
-    staged_sql: Callable[[str, Columns, str], str]          # (reader, columns, path) -> SQL
-    derive: Callable[[duckdb.DuckDBPyConnection, str], None]  # (con, staged table) -> None
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _raw_json(columns: Columns) -> str:
-    return "to_json(struct_pack(" + ", ".join(f"{_q(c)} := {_q(c)}" for c, _ in columns) + "))"
-
-
-def _numbered(reader: str) -> str:
-    return f"(SELECT row_number() OVER () AS __row, * FROM {reader})"
+    checked_sql: Callable[[str, Columns, str], str]                # (source, columns, path) -> SQL
+    events_sql: Callable[[str], str]                               # (good rows) -> SQL
+    event_id: Callable[[str], str]                                 # (occurrence SQL) -> SQL
+    derive: Callable[[duckdb.DuckDBPyConnection, str, bool], None]  # (con, file events, first load)
 
 
 def _first_reason(*rules: tuple[str, str]) -> str:
     """A CASE expression returning the message of the first rule whose condition holds."""
     whens = " ".join(f"WHEN {cond} THEN {sql_str(msg)}" for cond, msg in rules)
     return f"CASE {whens} END"
-
-
-def _event_id(source: str, key_sql: str) -> str:
-    # Occurrence index among rows with the same natural key keeps true duplicates apart while
-    # giving the same id to the same row when a file is loaded again.
-    return (
-        f"md5({sql_str(source)} || '|' || {key_sql} || '|' || "
-        f"row_number() OVER (PARTITION BY {key_sql} ORDER BY __row))"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +82,7 @@ def _timestamp_expr(col: str) -> str:
     )
 
 
-def _online_retail_staged(reader: str, columns: Columns, path: str) -> str:
+def _online_retail_checked(source: str, columns: Columns, path: str) -> str:
     codes = ", ".join(sql_str(c) for c in NON_PRODUCT_CODES)
     reason = _first_reason(
         ("customer IS NULL", "missing user: CustomerID is empty or not a number"),
@@ -99,10 +96,9 @@ def _online_retail_staged(reader: str, columns: Columns, path: str) -> str:
          "not a product line: postage, fee, discount or voucher"),
         ("NOT cancelled AND unit_price = 0", "zero UnitPrice on a purchase"),
     )
-    key = "concat_ws('|', invoice, stock_code, quantity, local_ts, unit_price, customer)"
     return f"""
-    WITH typed AS (
-        SELECT __row,
+    SELECT *, {reason} AS reason FROM (
+        SELECT __row, __src,
                nullif(trim(CAST("InvoiceNo" AS VARCHAR)), '') AS invoice,
                nullif(trim(CAST("StockCode" AS VARCHAR)), '') AS stock_code,
                nullif(nullif(trim(CAST("Description" AS VARCHAR)), ''), 'nan') AS description,
@@ -111,33 +107,47 @@ def _online_retail_staged(reader: str, columns: Columns, path: str) -> str:
                TRY_CAST("UnitPrice" AS DOUBLE) AS unit_price,
                TRY_CAST(TRY_CAST("CustomerID" AS DOUBLE) AS BIGINT) AS customer,
                nullif(trim(CAST("Country" AS VARCHAR)), '') AS country,
-               coalesce(CAST("InvoiceNo" AS VARCHAR), '') LIKE 'C%' AS cancelled,
-               {_raw_json(columns)} AS raw
-        FROM {_numbered(reader)}
-    ), checked AS (
-        SELECT *, {reason} AS reason FROM typed
-    )
+               coalesce(CAST("InvoiceNo" AS VARCHAR), '') LIKE 'C%' AS cancelled
+        FROM {source}
+    )"""
+
+
+def _online_retail_events(good: str) -> str:
+    # Two identical lines on one invoice are two line items (numbered), not one event seen twice.
+    return f"""
     SELECT __row,
-           CASE WHEN reason IS NULL THEN {_event_id("online_retail", key)} END AS event_id,
+           struct_pack(invoice, stock_code, quantity, local_ts, unit_price, customer) AS __key,
+           true AS __numbered,
            'or:' || customer AS user_id,
            'or:' || stock_code AS item_id,
            CASE WHEN cancelled THEN 'cancellation' ELSE 'purchase' END AS event_type,
            timezone('Europe/London', local_ts) AS ts,
            json_object('invoice', invoice, 'quantity', abs(quantity), 'unit_price', unit_price,
                        'country', country, 'description', description) AS properties,
-           reason,
-           CASE WHEN reason IS NOT NULL THEN raw END AS raw
-    FROM checked
-    """
+           invoice, stock_code, quantity, local_ts, unit_price, customer, country, description
+    FROM {good}"""
 
 
-def _online_retail_derive(con: duckdb.DuckDBPyConnection, staged: str) -> None:
+def _online_retail_event_id(occurrence: str) -> str:
+    return (f"md5(concat_ws('|', 'online_retail', invoice, stock_code, quantity, local_ts, unit_price, customer, "
+            f"{occurrence}))")
+
+
+def _online_retail_derive(con: duckdb.DuckDBPyConnection, file_events: str, first_load: bool) -> None:
+    if first_load:  # the file holds every online_retail event: read its typed columns, parse no JSON
+        lines = f"(SELECT user_id, item_id, event_type, ts, country, description, unit_price FROM {file_events})"
+        of_user = of_item = "true"
+    else:  # a user's country and an item's price are judged over all their lines, old and new
+        lines = """(SELECT user_id, item_id, event_type, ts, properties->>'country' AS country,
+                           properties->>'description' AS description,
+                           CAST(properties->>'unit_price' AS DOUBLE) AS unit_price
+                    FROM events WHERE source = 'online_retail')"""
+        of_user = f"user_id IN (SELECT DISTINCT user_id FROM {file_events})"
+        of_item = f"item_id IN (SELECT DISTINCT item_id FROM {file_events})"
     con.execute(f"""
         INSERT OR REPLACE INTO users (user_id, country, time_zone, source, first_seen, last_seen)
         WITH lines AS (
-            SELECT user_id, properties->>'country' AS country, ts FROM events
-            WHERE source = 'online_retail'
-              AND user_id IN (SELECT DISTINCT user_id FROM {staged} WHERE reason IS NULL)
+            SELECT user_id, country, ts FROM {lines} WHERE {of_user}
         ), per_user AS (
             SELECT user_id, min(ts) AS first_seen, max(ts) AS last_seen FROM lines GROUP BY user_id
         ), main_country AS (
@@ -152,19 +162,20 @@ def _online_retail_derive(con: duckdb.DuckDBPyConnection, staged: str) -> None:
     con.execute(f"""
         INSERT OR REPLACE INTO items (item_id, name, category, price, currency, source, properties)
         WITH lines AS (
-            SELECT item_id, properties->>'description' AS description,
-                   CAST(properties->>'unit_price' AS DOUBLE) AS unit_price, event_type
-            FROM events
-            WHERE source = 'online_retail'
-              AND item_id IN (SELECT DISTINCT item_id FROM {staged} WHERE reason IS NULL)
+            SELECT item_id, description, unit_price, event_type FROM {lines} WHERE {of_item}
+        ), per_item AS (
+            SELECT item_id, median(unit_price) FILTER (WHERE event_type = 'purchase') AS price
+            FROM lines GROUP BY item_id
+        ), main_name AS (
+            -- the description most lines carry; a tie goes to the first alphabetically, so reloads agree
+            SELECT item_id, first(description ORDER BY n DESC, description) AS name
+            FROM (SELECT item_id, description, count(*) AS n FROM lines WHERE description IS NOT NULL GROUP BY ALL)
+            GROUP BY item_id
         )
-        SELECT item_id,
-               mode(description) AS name,
-               'or:' || coalesce(nullif(regexp_extract(substr(item_id, 4), '^[0-9]+'), ''), substr(item_id, 4)) AS category,
-               median(unit_price) FILTER (WHERE event_type = 'purchase') AS price,
-               'GBP', 'online_retail',
-               json_object('stock_code', substr(item_id, 4))
-        FROM lines GROUP BY item_id
+        SELECT item_id, m.name,
+               'or:' || coalesce(nullif(regexp_extract(substr(item_id, 4), '^[0-9]+'), ''), substr(item_id, 4)),
+               p.price, 'GBP', 'online_retail', json_object('stock_code', substr(item_id, 4))
+        FROM per_item p LEFT JOIN main_name m USING (item_id)
     """)
 
 
@@ -182,7 +193,7 @@ def _policy_from_path(path: str) -> str:
     return "unknown"
 
 
-def _open_bandit_staged(reader: str, columns: Columns, path: str) -> str:
+def _open_bandit_checked(source: str, columns: Columns, path: str) -> str:
     names = [c for c, _ in columns]
     affinity = sorted((c for c in names if c.startswith("user-item_affinity_")), key=lambda c: int(c.rsplit("_", 1)[1]))
     affinity_list = "[" + ", ".join(f"TRY_CAST({_q(c)} AS DOUBLE)" for c in affinity) + "]"
@@ -196,59 +207,61 @@ def _open_bandit_staged(reader: str, columns: Columns, path: str) -> str:
         ("propensity IS NULL OR propensity <= 0 OR propensity > 1", "propensity_score must be in (0, 1]"),
     )
     feature_props = ", ".join(f"{sql_str(c)}, CAST({_q(c)} AS VARCHAR)" for c in features)
-    key = "concat_ws('|', ts, item, position, kind)"
     policy = sql_str(_policy_from_path(path))
     return f"""
-    WITH typed AS (
-        SELECT __row,
+    SELECT *, {reason} AS reason FROM (
+        SELECT __row, __src,
                TRY_CAST("timestamp" AS TIMESTAMPTZ) AS ts,
                TRY_CAST("item_id" AS INTEGER) AS item,
                TRY_CAST("position" AS INTEGER) AS position,
                TRY_CAST("click" AS INTEGER) AS click,
                TRY_CAST("propensity_score" AS DOUBLE) AS propensity,
+               {policy} AS policy,
                'obd:' || substr(md5({user_key}), 1, 12) AS user_id,
                json_object('position', TRY_CAST("position" AS INTEGER), 'click', TRY_CAST("click" AS INTEGER),
                            'propensity', TRY_CAST("propensity_score" AS DOUBLE), 'policy', {policy},
                            'affinity', {affinity_list}[TRY_CAST("item_id" AS INTEGER) + 1]
-                           {", " + feature_props if feature_props else ""}) AS properties,
-               {_raw_json(columns)} AS raw
-        FROM {_numbered(reader)}
-    ), checked AS (
-        SELECT *, {reason} AS reason FROM typed
-    ), expanded AS (
-        SELECT *, 'impression' AS kind FROM checked
-        UNION ALL
-        SELECT *, 'click' AS kind FROM checked WHERE reason IS NULL AND click = 1
-    )
-    SELECT __row,
-           CASE WHEN reason IS NULL THEN md5('open_bandit|' || {policy} || '|' || {key}) END AS event_id,
-           user_id, 'obd:' || item AS item_id, kind AS event_type, ts, properties, reason,
-           CASE WHEN reason IS NOT NULL THEN raw END AS raw
-    FROM expanded
-    """
+                           {", " + feature_props if feature_props else ""}) AS properties
+        FROM {source}
+    )"""
 
 
-def _open_bandit_derive(con: duckdb.DuckDBPyConnection, staged: str) -> None:
+def _open_bandit_events(good: str) -> str:
+    # A logged impression is identified by its time, item and slot: a repeat is the same impression.
+    return f"""
+    SELECT __row, struct_pack(ts, item, position, kind) AS __key, false AS __numbered,
+           user_id, 'obd:' || item AS item_id, kind AS event_type, ts, properties, policy, item, position, kind
+    FROM (SELECT *, 'impression' AS kind FROM {good}
+          UNION ALL
+          SELECT *, 'click' AS kind FROM {good} WHERE click = 1)"""
+
+
+def _open_bandit_event_id(occurrence: str) -> str:
+    return "md5('open_bandit|' || policy || '|' || concat_ws('|', ts, item, position, kind))"
+
+
+def _open_bandit_derive(con: duckdb.DuckDBPyConnection, file_events: str, first_load: bool) -> None:
     con.execute(f"""
         INSERT OR IGNORE INTO users (user_id, country, time_zone, source, first_seen, last_seen)
         SELECT user_id, 'Japan', 'Asia/Tokyo', 'open_bandit', min(ts), max(ts)
-        FROM {staged} WHERE reason IS NULL GROUP BY user_id
+        FROM {file_events} GROUP BY user_id
     """)
     con.execute(f"""
         INSERT OR IGNORE INTO items (item_id, name, category, price, currency, source, properties)
         SELECT DISTINCT item_id, 'ZOZOTOWN item ' || substr(item_id, 5), NULL, NULL, NULL, 'open_bandit', NULL
-        FROM {staged} WHERE reason IS NULL
+        FROM {file_events}
     """)
 
 
 # --------------------------------------------------------------------------------------------
 # Canonical events: user_id, item_id?, event_type, timestamp|ts, properties?, event_id?, time_zone?
 
-def _canonical_staged(reader: str, columns: Columns, path: str) -> str:
+def _canonical_checked(source: str, columns: Columns, path: str) -> str:
     names = {c for c, _ in columns}
     ts_col = "ts" if "ts" in names else "timestamp"
     item = 'nullif(trim(CAST("item_id" AS VARCHAR)), \'\')' if "item_id" in names else "NULL"
     props = 'CAST(to_json("properties") AS JSON)' if "properties" in names else "NULL"
+    given_id = 'nullif(trim(CAST("event_id" AS VARCHAR)), \'\')' if "event_id" in names else "NULL"
     types = ", ".join(sql_str(t) for t in sorted(EVENT_TYPES))
     reason = _first_reason(
         ("user_id IS NULL", "missing user: user_id is empty"),
@@ -256,41 +269,46 @@ def _canonical_staged(reader: str, columns: Columns, path: str) -> str:
         (f"event_type NOT IN ({types})", "unknown event type"),
         ("ts IS NULL", f"unparseable time: {ts_col}"),
     )
-    given_id = 'nullif(trim(CAST("event_id" AS VARCHAR)), \'\')' if "event_id" in names else "NULL"
-    key = "concat_ws('|', user_id, item_id, event_type, ts, CAST(properties AS VARCHAR))"
     return f"""
-    WITH typed AS (
-        SELECT __row,
+    SELECT *, {reason} AS reason FROM (
+        SELECT __row, __src,
                nullif(trim(CAST("user_id" AS VARCHAR)), '') AS user_id,
                {item} AS item_id,
                lower(nullif(trim(CAST("event_type" AS VARCHAR)), '')) AS event_type,
                TRY_CAST({_q(ts_col)} AS TIMESTAMPTZ) AS ts,
                {props} AS properties,
-               {given_id} AS given_id,
-               {_raw_json(columns)} AS raw
-        FROM {_numbered(reader)}
-    ), checked AS (
-        SELECT *, {reason} AS reason FROM typed
-    )
+               {given_id} AS given_id
+        FROM {source}
+    )"""
+
+
+def _canonical_events(good: str) -> str:
+    # A given event_id names the event: a repeat is the same event. Without one, the content is the key.
+    return f"""
     SELECT __row,
-           CASE WHEN reason IS NULL THEN coalesce(md5('events|id|' || given_id), {_event_id("events", key)}) END
-               AS event_id,
-           user_id, item_id, event_type, ts, properties, reason,
-           CASE WHEN reason IS NOT NULL THEN raw END AS raw
-    FROM checked
-    """
+           CASE WHEN given_id IS NOT NULL THEN 'id|' || given_id ELSE 'content|' || {_CANONICAL_CONTENT} END AS __key,
+           given_id IS NULL AS __numbered,
+           user_id, item_id, event_type, ts, properties, given_id
+    FROM {good}"""
 
 
-def _canonical_derive(con: duckdb.DuckDBPyConnection, staged: str) -> None:
+_CANONICAL_CONTENT = "concat_ws('|', user_id, item_id, event_type, ts, CAST(properties AS VARCHAR))"
+
+
+def _canonical_event_id(occurrence: str) -> str:
+    return (f"CASE WHEN given_id IS NOT NULL THEN md5('events|id|' || given_id) "
+            f"ELSE md5('events|' || {_CANONICAL_CONTENT} || '|' || {occurrence}) END")
+
+
+def _canonical_derive(con: duckdb.DuckDBPyConnection, file_events: str, first_load: bool) -> None:
     con.execute(f"""
         INSERT OR IGNORE INTO users (user_id, country, time_zone, source, first_seen, last_seen)
-        SELECT user_id, NULL, 'UTC', 'events', min(ts), max(ts) FROM {staged}
-        WHERE reason IS NULL GROUP BY user_id
+        SELECT user_id, NULL, 'UTC', 'events', min(ts), max(ts) FROM {file_events} GROUP BY user_id
     """)
     con.execute(f"""
         INSERT OR IGNORE INTO items (item_id, name, category, price, currency, source, properties)
-        SELECT DISTINCT item_id, NULL, NULL, NULL, NULL, 'events', NULL FROM {staged}
-        WHERE reason IS NULL AND item_id IS NOT NULL
+        SELECT DISTINCT item_id, NULL, NULL, NULL, NULL, 'events', NULL FROM {file_events}
+        WHERE item_id IS NOT NULL
     """)
 
 
@@ -298,12 +316,14 @@ MAPPINGS: dict[str, Mapping] = {
     m.name: m
     for m in (
         Mapping("online_retail", "UCI Online Retail invoice lines → purchase/cancellation events",
-                lambda cols: ONLINE_RETAIL_COLUMNS <= cols, _online_retail_staged, _online_retail_derive),
+                lambda cols: ONLINE_RETAIL_COLUMNS <= cols,
+                _online_retail_checked, _online_retail_events, _online_retail_event_id, _online_retail_derive),
         Mapping("open_bandit", "Open Bandit Dataset logs → impression and click events",
-                lambda cols: OPEN_BANDIT_COLUMNS <= cols, _open_bandit_staged, _open_bandit_derive),
+                lambda cols: OPEN_BANDIT_COLUMNS <= cols,
+                _open_bandit_checked, _open_bandit_events, _open_bandit_event_id, _open_bandit_derive),
         Mapping("events", "canonical events: user_id, event_type, timestamp|ts, [item_id, properties, event_id]",
                 lambda cols: {"user_id", "event_type"} <= cols and bool({"ts", "timestamp"} & cols),
-                _canonical_staged, _canonical_derive),
+                _canonical_checked, _canonical_events, _canonical_event_id, _canonical_derive),
     )
 }
 

@@ -8,7 +8,7 @@ import duckdb
 
 from engine.errors import InputError
 
-__all__ = ["FORMATS", "detect_format", "describe", "reader_sql", "sql_str"]
+__all__ = ["FORMATS", "detect_format", "describe", "numbered_sql", "quote_ident", "reader_sql", "sql_str"]
 
 FORMATS = ("csv", "parquet", "jsonl")
 
@@ -22,6 +22,11 @@ _SUFFIXES = {
 def sql_str(value: str) -> str:
     """Quote a string as a SQL literal."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def quote_ident(name: str) -> str:
+    """Quote a column name as a SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def detect_format(path: Path, fmt: str | None) -> str:
@@ -49,6 +54,19 @@ def reader_sql(path: Path, fmt: str) -> str:
     if fmt == "csv":
         return f"read_csv({p}, header=true, all_varchar=true, strict_mode=false, null_padding=true)"
     return f"read_json({p}, format='newline_delimited', ignore_errors=false)"
+
+
+def numbered_sql(path: Path, fmt: str, columns: list[tuple[str, str]]) -> str:
+    """A SELECT over ``path`` that adds ``__row``, the 1-based row number in the file, to its columns.
+
+    Parquet files are numbered by the reader itself (``file_row_number``), which keeps the scan
+    parallel; a text file has no such column, so it is numbered with ``row_number() OVER ()``.
+    """
+    if fmt == "parquet" and "file_row_number" not in {c.lower() for c, _ in columns}:
+        p = sql_str(str(path))
+        return (f"SELECT file_row_number + 1 AS __row, * EXCLUDE (file_row_number) "
+                f"FROM read_parquet({p}, file_row_number=true)")
+    return f"SELECT row_number() OVER () AS __row, * FROM {reader_sql(path, fmt)}"
 
 
 def describe(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> list[tuple[str, str]]:

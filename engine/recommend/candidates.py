@@ -10,7 +10,15 @@ from typing import Any
 import pandas as pd
 
 from engine.errors import InputError
-from engine.features.base import PURCHASE_TYPES, Db, check_as_of, fetch_df, purchases_cte, registered, user_view
+from engine.features.base import (
+    PURCHASE_TYPES,
+    Db,
+    check_as_of,
+    fetch_df,
+    purchases_cte,
+    registered,
+    user_view,
+)
 from engine.features.item import item_neighbors
 
 __all__ = ["CANDIDATE_COLUMNS", "CatalogRule", "generate_candidates"]

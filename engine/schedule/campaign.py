@@ -39,7 +39,7 @@ class Campaign:
         audience_source: only users ingested from this source (None: all users).
         active_within_days: only users with a purchase in this many days before ``as_of``.
         candidate_items: explicit item ids, or empty to let the recommender choose from the catalog.
-        candidate_rule: ``"recommended"`` (personal candidates) or ``"popular"``.
+        candidate_rule: ``"recommended"``: the user's own, co-bought and popular items, ranked.
         quiet_start/quiet_end: local wall-clock span with no sends (may wrap midnight).
         frequency_cap/frequency_days: at most this many pushes per user in a rolling window.
     """
@@ -155,8 +155,8 @@ def parse_campaign(spec: dict[str, Any]) -> Campaign:
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
         raise CampaignError("candidates.items must be a list of item ids (strings)")
     rule = cand.get("rule", "recommended")
-    if rule not in ("recommended", "popular"):
-        raise CampaignError(f"candidates.rule must be 'recommended' or 'popular', got {rule!r}")
+    if rule != "recommended":
+        raise CampaignError(f"candidates.rule must be 'recommended' (the only rule so far), got {rule!r}")
     send_time = sched.get("send_time", "best")
     if send_time not in ("best", "fixed"):
         raise CampaignError(f"schedule.send_time must be 'best' or 'fixed', got {send_time!r}")

@@ -10,12 +10,16 @@ from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from engine.clock import AcceleratedClock, Clock
+from engine.clock import AcceleratedClock, Clock, SimulatedClock
 from engine.dispatch import Dispatcher, TickReport
 
 __all__ = ["DispatchRun", "run_dispatch"]
 
 log = logging.getLogger(__name__)
+# A tick still running when the next is due is skipped on purpose (max_instances=1); APScheduler logs
+# each skip as a warning, which is noise here.
+logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -39,8 +43,9 @@ async def run_dispatch(
 ) -> DispatchRun:
     """Tick the dispatcher on an APScheduler interval job until nothing is left (or forever).
 
-    With an :class:`AcceleratedClock`, stretches with nothing due longer than ``idle_jump`` are
-    skipped by moving simulated time straight to the next due send.
+    With a :class:`SimulatedClock`, each tick advances simulated time by the clock's step; with it or
+    an :class:`AcceleratedClock`, stretches with nothing due longer than ``idle_jump`` are skipped by
+    moving simulated time straight to the next due send.
 
     Args:
         publish: called on its own interval job (the store's snapshot, for readers in other processes).
@@ -68,18 +73,28 @@ async def run_dispatch(
         run.claimed += report.claimed
         if on_tick:
             on_tick(report)
-        if until_idle and report.claimed == 0:
+        if report.claimed == 0:
             nxt = dispatcher.next_due()
-            if nxt is None:
+            if nxt is None and until_idle:
                 done.set()
-            elif isinstance(clock, AcceleratedClock) and nxt - clock.now() > idle_jump:
+                return
+            if nxt is not None and isinstance(clock, (AcceleratedClock, SimulatedClock)) \
+                    and nxt - clock.now() > idle_jump:
                 clock.jump_to(nxt)
+                return
+        if isinstance(clock, SimulatedClock) and report.claimed < dispatcher.batch_size:
+            clock.advance()  # a full batch means more is due now: stay at this time until drained
+
+    async def publish_job() -> None:
+        # on the loop, between ticks: the store's one connection is never used by two callers at once
+        async with busy:
+            publish()
 
     scheduler = AsyncIOScheduler(event_loop=loop)
     scheduler.add_job(tick, "interval", seconds=interval_seconds, max_instances=1, coalesce=True,
                       id="dispatch", misfire_grace_time=None)
     if publish is not None:
-        scheduler.add_job(publish, "interval", seconds=publish_every_seconds, max_instances=1, coalesce=True,
+        scheduler.add_job(publish_job, "interval", seconds=publish_every_seconds, max_instances=1, coalesce=True,
                           id="publish-snapshot")
     scheduler.start()
     try:

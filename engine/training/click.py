@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from engine.clock import Clock
+from engine.errors import ConfigError
 from engine.features.base import PURCHASE_TYPES, Db, check_as_of, fetch_df
 from engine.features.click import CLICK_FEATURES
 from engine.features.item import item_features
-from engine.training.base import TrainResult, best_baseline, fit_booster, lgb_params, publish
+from engine.training.base import TrainResult, best_baseline, data_end, fit_booster, lgb_params, publish
 from engine.training.click_data import ClickData, behaviour_rows, purchases_between, push_rows
 from engine.training.metrics import auc, log_loss, ranking_metrics
 
@@ -44,6 +45,8 @@ class ClickConfig:
     Attributes:
         data: how rows and labels are built.
         train_snapshots: behaviour snapshots before the evaluation one (each N days apart).
+        negative_keep: share of zero-label behaviour rows kept for training (weighted up by its
+            inverse, so probabilities stay calibrated); most rows are zeros and cost time, not signal.
         push_weight: sample weight of a real push outcome relative to a behaviour row.
         num_boost_round, learning_rate, num_leaves, min_data_in_leaf: LightGBM capacity.
         k: cut-off of Recall@k / NDCG@k.
@@ -52,6 +55,7 @@ class ClickConfig:
 
     data: ClickData = field(default_factory=ClickData)
     train_snapshots: int = 3
+    negative_keep: float = 0.35
     push_weight: float = 5.0
     num_boost_round: int = 150
     learning_rate: float = 0.05
@@ -59,12 +63,22 @@ class ClickConfig:
     min_data_in_leaf: int = 100
     k: int = 10
     seed: int = 7
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.train_snapshots < 1:
+            raise ConfigError(f"click train_snapshots must be at least 1, got {self.train_snapshots}")
+        if not 0.0 < self.negative_keep <= 1.0:
+            raise ConfigError(f"click negative_keep must be in (0, 1], got {self.negative_keep}")
 
 
 def train_click(
     db: Db, as_of: datetime, models_dir: str | Path, clock: Clock, config: ClickConfig | None = None
 ) -> TrainResult:
     """Train, evaluate, save and record the click model from data before ``as_of``.
+
+    The windows end at ``as_of`` or, when the purchase data stops earlier, just after the last
+    purchase (see :func:`~engine.training.base.data_end`).
 
     Returns:
         The :class:`TrainResult`; headline NDCG@k on the evaluation window next to the better of
@@ -75,21 +89,26 @@ def train_click(
     """
     config = config or ClickConfig()
     started = time.perf_counter()
-    as_of = check_as_of(as_of)
+    requested = check_as_of(as_of)
+    as_of = data_end(db, requested, PURCHASE_TYPES)
     n_days = timedelta(days=config.data.label_days)
     eval_at = as_of - n_days
     snapshots = [eval_at - n_days * i for i in range(config.train_snapshots, 0, -1)]
     rng = np.random.default_rng(config.seed)
 
-    train = pd.concat([behaviour_rows(db, at, config.data, rng) for at in snapshots], ignore_index=True)
+    behaviour = pd.concat([behaviour_rows(db, at, config.data, rng) for at in snapshots], ignore_index=True)
+    behaviour, weight = _thin_negatives(behaviour, config.negative_keep, rng)
     pushes = push_rows(db, as_of, config.data)
-    push_train = pushes[pushes["decided_at"] < eval_at] if len(pushes) else pushes
-    push_eval = pushes[pushes["decided_at"] >= eval_at] if len(pushes) else pushes
-    train = pd.concat([train, push_train], ignore_index=True)
-    weight = np.where(train["label_is_push"].to_numpy() > 0, config.push_weight, 1.0)
+    push_train = pushes[pushes["decided_at"] < eval_at]
+    push_eval = pushes[pushes["decided_at"] >= eval_at]
+    if len(push_train):
+        behaviour = pd.concat([behaviour, push_train], ignore_index=True)
+        weight = np.concatenate([weight, np.full(len(push_train), config.push_weight)])
+    train = behaviour
 
     params = lgb_params(
         config.seed,
+        num_threads=config.num_threads,
         objective="cross_entropy",  # labels in [0, 1]: category-only purchases are soft positives
         learning_rate=config.learning_rate,
         num_leaves=config.num_leaves,
@@ -119,6 +138,7 @@ def train_click(
         "config": asdict(config),
         "seed": config.seed,
         "data_window": {
+            "requested_as_of": requested.isoformat(),
             "as_of": as_of.isoformat(),
             "train_snapshots": [s.isoformat() for s in snapshots],
             "label_days": config.data.label_days,
@@ -171,6 +191,14 @@ def _evaluate(
         },
     }
     return metrics, baselines
+
+
+def _thin_negatives(rows: pd.DataFrame, keep: float, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+    """Keep every labelled row and a ``keep`` share of zero rows; weights undo the thinning."""
+    zero = rows["label"].to_numpy() == 0
+    kept = ~zero | (rng.random(len(rows)) < keep)
+    weight = np.where(zero, 1.0 / keep, 1.0)[kept]
+    return rows.loc[kept].reset_index(drop=True), weight
 
 
 def _ranked(frame: pd.DataFrame, score: str) -> pd.DataFrame:

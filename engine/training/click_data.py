@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from engine.errors import ConfigError
 from engine.features.base import PURCHASE_TYPES, Db, check_as_of, fetch_df
 from engine.features.click import click_features
 from engine.features.item import item_neighbors
@@ -35,6 +36,12 @@ class ClickData:
     n_cooc: int = 20
     n_popular: int = 20
     push_window_hours: int = 72
+
+    def __post_init__(self) -> None:
+        if self.label_days < 1:
+            raise ConfigError(f"click label_days must be at least 1, got {self.label_days}")
+        if not 0.0 <= self.category_label <= 1.0:
+            raise ConfigError(f"click category_label must be in [0, 1], got {self.category_label}")
 
 
 def behaviour_rows(db: Db, at: datetime, data: ClickData, rng: np.random.Generator) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-__all__ = ["auc", "bootstrap_intervals", "hour_hit_rate", "log_loss", "ranking_metrics"]
+__all__ = ["auc", "bootstrap_intervals", "hour_hit_rate", "log_loss", "paired_hit_interval", "ranking_metrics"]
 
 _EPS = 1e-7
 
@@ -56,16 +56,16 @@ def bootstrap_intervals(
         for every other name, ``{"<name>-<first>": {"auc_diff", "auc_diff_low", "auc_diff_high", …}}``.
     """
     y = np.asarray(y, dtype="float64")
-    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
+    # A resample is a vector of multiplicities (multinomial counts), which lets every statistic of
+    # all resamples be computed at once instead of looping over them.
+    counts = rng.multinomial(len(y), np.full(len(y), 1.0 / len(y)), size=n_boot).astype("float64")
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     draws: dict[str, dict[str, np.ndarray]] = {}
     out: dict[str, dict[str, float]] = {}
     for name, p in predictions.items():
         p = np.asarray(p, dtype="float64")
         losses = -(y * np.log(np.clip(p, _EPS, 1)) + (1 - y) * np.log(np.clip(1 - p, _EPS, 1)))
-        aucs = np.array([auc(y[i], p[i]) for i in idx])
-        lls = losses[idx].mean(axis=1)
-        draws[name] = {"auc": aucs, "log_loss": lls}
+        draws[name] = {"auc": _weighted_auc(y, p, counts), "log_loss": counts @ losses / len(y)}
         out[name] = {"auc": auc(y, p), "log_loss": float(losses.mean())}
         for metric, values in draws[name].items():
             out[name][f"{metric}_low"], out[name][f"{metric}_high"] = _percentiles(values, lo, hi)
@@ -78,6 +78,21 @@ def bootstrap_intervals(
             entry[f"{metric}_diff_low"], entry[f"{metric}_diff_high"] = _percentiles(diff, lo, hi)
         out[f"{name}-{first}"] = entry
     return out
+
+
+def _weighted_auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC under each row of ``weights`` (resamples × rows); tied scores count one half."""
+    order = np.argsort(score, kind="stable")
+    s, pos = score[order], y[order] > 0
+    w = weights[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first row of each group of equal scores
+    group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
+    neg_by_group = np.add.reduceat(w * ~pos, starts, axis=1)
+    below = np.cumsum(neg_by_group, axis=1) - neg_by_group  # negative weight strictly below each group
+    credit = below[:, group] + 0.5 * neg_by_group[:, group]
+    w_pos, w_neg = (w * pos).sum(axis=1), (w * ~pos).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * pos * credit).sum(axis=1) / (w_pos * w_neg)
 
 
 def _percentiles(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
@@ -135,3 +150,28 @@ def hour_hit_rate(predicted: pd.DataFrame, observed: pd.DataFrame, k: int) -> fl
     top = predicted.loc[predicted["rank"] < k, ["user_id", "local_hour"]].drop_duplicates()
     hit = observed[["user_id", "local_hour"]].merge(top.assign(hit=True), on=["user_id", "local_hour"], how="left")
     return float(hit["hit"].notna().mean())
+
+
+def paired_hit_interval(
+    predicted: pd.DataFrame, reference: pd.DataFrame, observed: pd.DataFrame, k: int, rng: np.random.Generator,
+    n_boot: int = 1000,
+) -> tuple[float, float]:
+    """95 % interval of (top-k hit rate of ``predicted`` − that of ``reference``), resampling users.
+
+    Users, not engagements, are resampled because one user's engagements are not independent.
+    """
+    def hits(ranked: pd.DataFrame) -> pd.Series:
+        top = ranked.loc[ranked["rank"] < k, ["user_id", "local_hour"]].assign(hit=1.0)
+        merged = observed[["user_id", "local_hour"]].merge(top, on=["user_id", "local_hour"], how="left")
+        return merged.fillna({"hit": 0.0}).groupby("user_id")["hit"].sum()
+
+    a, b = hits(predicted), hits(reference)
+    n = observed.groupby("user_id").size()
+    a, b = a.reindex(n.index, fill_value=0.0).to_numpy(), b.reindex(n.index, fill_value=0.0).to_numpy()
+    if len(n) == 0:
+        return float("nan"), float("nan")
+    idx = rng.integers(0, len(n), size=(n_boot, len(n)))
+    counts = n.to_numpy(dtype="float64")
+    diff = (a[idx].sum(axis=1) - b[idx].sum(axis=1)) / counts[idx].sum(axis=1)
+    low, high = np.percentile(diff, [2.5, 97.5])
+    return float(low), float(high)

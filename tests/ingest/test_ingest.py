@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
-from engine.errors import InputError
-from engine.ingest import ingest_path
+from engine.errors import InputError, StoreError
+from engine.ingest import MAPPINGS, ingest_path
+from engine.store import Store
 from tests.conftest import DATA
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
@@ -78,6 +82,65 @@ def test_same_rows_in_another_file_are_recognised_as_duplicates(store, tmp_path)
     assert store.count("events") == 2
 
 
+def test_event_ids_are_the_md5_of_source_natural_key_and_occurrence(store, tmp_path):
+    ingest_path(store, _csv(tmp_path, [GOOD, GOOD]))
+    key = "online_retail|536365|85123A|6|2010-12-01 08:26:00|2.55|17850"
+    expected = sorted(hashlib.md5(f"{key}|{n}".encode()).hexdigest() for n in (1, 2))
+    assert sorted(r[0] for r in store.execute("SELECT event_id FROM events").fetchall()) == expected
+
+
+def test_event_ids_stay_unique_across_repeats_and_overlapping_files(store, tmp_path):
+    ingest_path(store, _csv(tmp_path, [GOOD, GOOD], "a.csv"))
+    report = ingest_path(store, _csv(tmp_path, [GOOD, GOOD, GOOD], "b.csv"))  # a third identical line is new
+    assert (report.events_loaded, report.events_duplicate) == (1, 2)
+    assert store.scalar("SELECT count(*) FROM events") == 3
+    assert store.scalar("SELECT count(DISTINCT event_id) FROM events") == 3
+
+
+def test_a_later_file_extends_the_users_it_touches(store, tmp_path):
+    ingest_path(store, _csv(tmp_path, [GOOD], "a.csv"))
+    later = GOOD.replace("536365", "555555").replace("12/1/2010 8:26", "6/1/2011 8:26")
+    ingest_path(store, _csv(tmp_path, [GOOD, later], "b.csv"))
+    first, last = store.execute("SELECT hour(first_seen), month(last_seen) FROM users").fetchone()
+    assert (first, last) == (8, 6)
+
+
+def test_parquet_rows_are_numbered_checked_and_identified_like_csv(store, tmp_path):
+    rows = [GOOD] + [row for row, _ in MALFORMED] + [GOOD.replace("85123A", "71053")]
+    csv = _csv(tmp_path, rows)
+    parquet = tmp_path / "retail.parquet"
+    duckdb.sql(f"COPY (SELECT * FROM read_csv('{csv}', all_varchar=true)) TO '{parquet}' (ROW_GROUP_SIZE 4)")
+    ingest_path(store, parquet)
+    with Store(":memory:") as other:
+        ingest_path(other, csv)
+        for sql in ("SELECT row_number, reason, raw FROM quarantine ORDER BY row_number",
+                    "SELECT event_id, ts, properties FROM events ORDER BY event_id"):
+            assert store.execute(sql).fetchall() == other.execute(sql).fetchall()
+    assert [r[0] for r in store.execute("SELECT row_number FROM quarantine ORDER BY 1").fetchall()] == list(
+        range(2, len(MALFORMED) + 2))
+
+
+def test_a_file_changed_in_place_keeps_its_first_quarantine_rows(store, tmp_path):
+    path = _csv(tmp_path, [GOOD, MALFORMED[0][0]])
+    ingest_path(store, path)
+    _csv(tmp_path, [GOOD.replace("85123A", "71053"), MALFORMED[2][0]])
+    report = ingest_path(store, path)
+    assert (report.events_loaded, report.rows_quarantined) == (1, 1)
+    assert store.execute("SELECT row_number, reason FROM quarantine").fetchall() == [(2, MALFORMED[0][1])]
+
+
+def test_a_failure_leaves_the_store_as_it_was(store, tmp_path, monkeypatch):
+    def broken_derive(con, file_events, first_load):
+        con.execute("SELECT * FROM no_such_table")
+
+    broken = dataclasses.replace(MAPPINGS["online_retail"], derive=broken_derive)
+    monkeypatch.setitem(MAPPINGS, "online_retail", broken)
+    with pytest.raises(StoreError, match="no_such_table"):
+        ingest_path(store, _csv(tmp_path, [GOOD, MALFORMED[0][0]]))
+    assert [store.count(t) for t in ("events", "quarantine", "users", "items", "ingested_files")] == [0] * 5
+    assert store.scalar("SELECT count(*) FROM duckdb_tables() WHERE temporary") == 0
+
+
 def test_users_get_a_time_zone_from_their_country_and_items_a_kind(store, tmp_path):
     rows = [GOOD, "536370,22728,ALARM CLOCK BAKELIKE PINK,24,12/1/2010 8:45,3.75,12583.0,France",
             "536371,22728,ALARM CLOCK BAKELIKE PINK,2,12/1/2010 9:45,4.25,12583.0,France",
@@ -107,6 +170,24 @@ def test_canonical_jsonl_quarantines_contract_breaks(store, tmp_path, row, reaso
     report = ingest_path(store, p)
     assert (report.events_loaded, report.reasons) == (2, {reason: 1})
     assert store.scalar("SELECT hour(ts) FROM events LIMIT 1") == 8
+
+
+def test_a_repeated_given_event_id_is_one_event(store, tmp_path):
+    row = {"user_id": "u1", "event_type": "click", "ts": "2024-01-01T10:00:00Z", "event_id": "x1"}
+    p = tmp_path / "events.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in (row, row | {"item_id": "sku-9"})) + "\n")
+    report = ingest_path(store, p)
+    assert (report.events_loaded, report.events_duplicate) == (1, 1)
+    assert store.scalar("SELECT item_id FROM events") is None  # the first arrival is kept
+
+
+def test_a_repeated_open_bandit_impression_is_one_event(store, tmp_path):
+    header, first = (DATA / "open_bandit" / "random" / "all.csv").read_text().splitlines()[:2]
+    p = tmp_path / "random" / "all.csv"
+    p.parent.mkdir()
+    p.write_text("\n".join((header, first, first)) + "\n")
+    report = ingest_path(store, p)
+    assert (report.rows_read, report.events_loaded, report.events_duplicate) == (2, 1, 1)
 
 
 def test_open_bandit_rows_become_impressions_and_clicks(store):

@@ -28,7 +28,7 @@ def test_the_shipped_demo_campaign_loads():
         ({"schedule": {"quiet_hours": ["25:00", "08:00"]}}, r"schedule.quiet_hours\[0\] must be HH:MM"),
         ({"as_of": "2011-11-01T00:00:00"}, "as_of needs a time zone offset"),
         ({"colour": "blue"}, "unknown campaign keys: colour"),
-        ({"candidates": {"rule": "vibes"}}, "candidates.rule must be 'recommended' or 'popular'"),
+        ({"candidates": {"rule": "vibes"}}, "candidates.rule must be 'recommended'"),
     ],
 )
 def test_invalid_campaigns_name_the_problem(patch, message):

@@ -1,12 +1,16 @@
 -- Canonical schema of the Pushwise store. Every timestamp is TIMESTAMPTZ (UTC instants).
 
+-- No PRIMARY KEY: the writers keep event_id unique (ingest numbers repeats and anti-joins stored ids),
+-- which is several times cheaper than maintaining the index on bulk loads. Both hash-like columns are
+-- stored with zstd, smaller and cheaper to write than the default string compression.
+-- See docs/decisions/002-event-identity.md.
 CREATE TABLE IF NOT EXISTS events (
-    event_id     VARCHAR PRIMARY KEY,       -- stable hash of (source, natural key, occurrence): re-ingest is a no-op
+    event_id     VARCHAR NOT NULL USING COMPRESSION zstd,  -- md5 of (source, natural key, occurrence): re-ingest is a no-op
     user_id      VARCHAR NOT NULL,
     item_id      VARCHAR,
     event_type   VARCHAR NOT NULL,          -- see engine.domain.EVENT_TYPES
     ts           TIMESTAMPTZ NOT NULL,
-    properties   JSON,
+    properties   JSON USING COMPRESSION zstd,
     source       VARCHAR NOT NULL,          -- mapping name, e.g. 'online_retail', 'open_bandit', 'pushwise'
     simulated    BOOLEAN NOT NULL DEFAULT false,
     ingested_at  TIMESTAMPTZ NOT NULL
