@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from contextlib import ExitStack
 from datetime import datetime, timedelta
@@ -96,7 +97,9 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
         if sandbox:
             from engine.push.sandbox import start_sandboxes
 
-            boxes = stack.enter_context(start_sandboxes(Path(settings.data_dir) / ".sandbox", clock=clock))
+            # fresh CA, keys and service account per run, never left on disk
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pushwise-sandbox-")))
+            boxes = stack.enter_context(start_sandboxes(workdir, clock=clock))
             for vendor, token, at in store.execute(
                     "SELECT vendor, token, uninstalled_at FROM sim_device_truth").fetchall():
                 boxes.unregister(vendor, token, at)
@@ -156,14 +159,16 @@ def _demo_files(data_dir: Path, fast: bool, tmp: Path) -> list[Path]:
         return files
     import duckdb
 
-    # A small slice of the same real files: one customer in eight, 3,000 impressions per policy.
+    # A small, deterministic slice of the same real files: one customer in eight (plus some lines
+    # without a customer, to exercise quarantine), and the first 3,000 impressions per policy.
     con = duckdb.connect()
     sliced = [tmp / "online_retail" / "online_retail.parquet",
               tmp / "open_bandit" / "random" / "all.csv", tmp / "open_bandit" / "bts" / "all.csv"]
     for p in sliced:
         p.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"""COPY (SELECT * FROM read_parquet('{files[0]}')
-                         WHERE CustomerID IS NULL AND random() < 0.02 OR CAST(CustomerID AS BIGINT) % 8 = 0)
+                         WHERE CAST(CustomerID AS BIGINT) % 8 = 0
+                            OR CustomerID IS NULL AND hash(InvoiceNo, StockCode) % 50 = 0)
                     TO '{sliced[0]}' (FORMAT parquet)""")
     for src, dst in zip(files[1:], sliced[1:], strict=True):
         con.execute(f"COPY (SELECT * FROM read_csv('{src}', all_varchar=true) LIMIT 3000) TO '{dst}' (HEADER)")
@@ -173,8 +178,6 @@ def _demo_files(data_dir: Path, fast: bool, tmp: Path) -> list[Path]:
 def run_demo(settings: Settings, *, fast: bool = False, force: bool = False, speed: float = 20_000.0,
              progress: bool = True) -> dict[str, Any]:
     """Run the whole main job and write ``reports/demo-summary.json``; returns the summary."""
-    import tempfile
-
     from engine.ingest import ingest_path
     from engine.schedule.campaign import load_campaign
     from engine.simulate.engagement import simulate_engagement
