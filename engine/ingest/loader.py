@@ -9,12 +9,14 @@ mapping's relations (see ``engine.ingest.mappings``), all inside one transaction
 4. quarantine the bad rows with their original values;
 5. let the mapping refresh ``users`` and ``items``.
 
-Parquet is scanned again by each step (a columnar scan is cheap); a text file is parsed once into a
-temp table. docs/decisions/002-event-identity.md explains the event ids and why ``events`` has no key.
+Parquet is scanned again by each step (a columnar scan is cheap); a text file is parsed and typed once
+into a temp table. docs/decisions/002-event-identity.md explains the event ids and why ``events`` has
+no key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +31,7 @@ from engine.store import Store
 
 __all__ = ["IngestReport", "file_sha256", "ingest_path"]
 
-SOURCE = "pw_source"      # a text file's parsed rows
+CHECKED = "pw_checked"    # a text file's rows, typed and checked
 REPEATS = "pw_repeats"    # events whose key repeats inside the file, from the second occurrence on
 
 @dataclass(frozen=True)
@@ -89,50 +91,50 @@ def ingest_path(
 
     try:
         with store.transaction():
-            source = _source(con, path, kind, columns)
-            report = _load(con, chosen, source, columns, path, now)
+            checked = _checked(con, chosen, path, kind, columns)
+            report = _load(con, chosen, checked, path, now)
             con.execute(
                 "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [sha, str(path), chosen.name, report.rows_read, report.events_loaded,
                  report.events_duplicate, report.rows_quarantined, now],
             )
     finally:
-        for table in (SOURCE, REPEATS):
-            try:
+        for table in (CHECKED, REPEATS):
+            with contextlib.suppress(duckdb.Error):
                 con.execute(f"DROP TABLE IF EXISTS {table}")
-            except duckdb.Error:
-                pass
     return report
 
 
-def _source(con: duckdb.DuckDBPyConnection, path: Path, kind: str, columns: Columns) -> str:
-    """The file as a table expression: ``__row``, ``__src`` (the row as a struct) and its columns."""
-    numbered = numbered_sql(path, kind, columns)
-    if kind != "parquet":  # parse text once; every step below reads the file again
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {SOURCE} AS {numbered}")
-        numbered = f"SELECT * FROM {SOURCE}"
+def _checked(con: duckdb.DuckDBPyConnection, mapping: Mapping, path: Path, kind: str, columns: Columns) -> str:
+    """The mapping's checked rows of the file (``__row``, ``__src``, typed columns, ``reason``) as a table."""
     src = "struct_pack(" + ", ".join(f"{quote_ident(c)} := {quote_ident(c)}" for c, _ in columns) + ")"
-    return f"(SELECT {src} AS __src, * FROM ({numbered}))"
+    source = f"(SELECT {src} AS __src, * FROM ({numbered_sql(path, kind, columns)}))"
+    checked = mapping.checked_sql(source, columns, str(path))
+    import os
+    if kind == "parquet" and not os.environ.get("MAT"):
+        return f"({checked})"
+    # Every step reads the rows again: parse and type text once.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {CHECKED} AS {checked}")
+    return CHECKED
 
 
-def _load(con: duckdb.DuckDBPyConnection, mapping: Mapping, source: str, columns: Columns, path: Path,
+def _load(con: duckdb.DuckDBPyConnection, mapping: Mapping, checked: str, path: Path,
           now: datetime) -> IngestReport:
     """Steps 1–5 of the module docstring; returns the counts."""
-    checked = f"({mapping.checked_sql(source, columns, str(path))})"
     counts = con.execute(f"SELECT reason, count(*) FROM {checked} GROUP BY reason ORDER BY 2 DESC, 1").fetchall()
     reasons = {reason: int(n) for reason, n in counts if reason is not None}
     events = f"({mapping.events_sql(f'(SELECT * FROM {checked} WHERE reason IS NULL)')})"
-    file_events, repeated = _number_repeats(con, events)
+    file_events, skipped = _number_repeats(con, events)
     first_load = con.execute(
         "SELECT count(*) = 0 FROM (SELECT 1 FROM events WHERE source = ? LIMIT 1)", [mapping.name]
     ).fetchone()[0]
     loaded, stored_before = _insert_events(con, mapping, file_events, first_load, now)
     _quarantine(con, mapping.name, checked, path, now)
     # With no repeat skipped the file's events are the mapping's events: spare derive the join.
-    mapping.derive(con, file_events if repeated else events, first_load)
+    mapping.derive(con, file_events if skipped else events, first_load)
     return IngestReport(
         path=str(path), mapping=mapping.name, rows_read=sum(int(n) for _, n in counts), events_loaded=loaded,
-        events_duplicate=repeated + stored_before, rows_quarantined=sum(reasons.values()), reasons=reasons,
+        events_duplicate=skipped + stored_before, rows_quarantined=sum(reasons.values()), reasons=reasons,
     )
 
 

@@ -29,8 +29,8 @@ all there are. Event identity is explained in docs/decisions/002-event-identity.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import duckdb
 
@@ -316,10 +316,10 @@ MAPPINGS: dict[str, Mapping] = {
     m.name: m
     for m in (
         Mapping("online_retail", "UCI Online Retail invoice lines → purchase/cancellation events",
-                lambda cols: ONLINE_RETAIL_COLUMNS <= cols,
+                lambda cols: cols >= ONLINE_RETAIL_COLUMNS,
                 _online_retail_checked, _online_retail_events, _online_retail_event_id, _online_retail_derive),
         Mapping("open_bandit", "Open Bandit Dataset logs → impression and click events",
-                lambda cols: OPEN_BANDIT_COLUMNS <= cols,
+                lambda cols: cols >= OPEN_BANDIT_COLUMNS,
                 _open_bandit_checked, _open_bandit_events, _open_bandit_event_id, _open_bandit_derive),
         Mapping("events", "canonical events: user_id, event_type, timestamp|ts, [item_id, properties, event_id]",
                 lambda cols: {"user_id", "event_type"} <= cols and bool({"ts", "timestamp"} & cols),

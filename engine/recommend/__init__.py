@@ -64,6 +64,7 @@ def recommend(
     *,
     policy: Policy | None = None,
     catalog: CatalogRule | None = None,
+    max_candidates: int | None = None,
     batch_users: int = 50_000,
 ) -> pd.DataFrame:
     """One item per user: candidates, click-model ranking and a policy draw, in batches of users.
@@ -76,6 +77,8 @@ def recommend(
         user_ids: users to decide for; every user with a purchase before ``as_of`` when None.
         policy: defaults to ``EpsilonGreedy(epsilon=0.1, top_k=10)``.
         catalog: the campaign's item restriction.
+        max_candidates: keep only each user's best-scored candidates before the policy draws
+            (a campaign's ``max_candidates``); all when None.
         batch_users: users per batch (bounds memory at about 60 candidate rows per user).
 
     Returns:
@@ -100,5 +103,9 @@ def recommend(
         if cands.empty:
             continue
         scored = score_candidates(model, db, cands, as_of, neighbors=neighbors)
+        if max_candidates is not None:
+            scored = scored[scored["position"] < max_candidates]
         parts.append(choose(scored, policy, rng))
-    return pd.concat(parts, ignore_index=True) if parts else choose(pd.DataFrame(columns=["user_id", "item_id", "score"]), policy, rng)
+    if not parts:
+        return choose(pd.DataFrame({"user_id": [], "item_id": [], "score": []}), policy, rng)
+    return pd.concat(parts, ignore_index=True)

@@ -9,6 +9,7 @@ from engine.recommend import (
     CHOICE_COLUMNS,
     CatalogRule,
     Greedy,
+    Softmax,
     generate_candidates,
     recommend,
     score_candidates,
@@ -46,3 +47,17 @@ def test_recommend_respects_the_catalog_and_policy(shop) -> None:
     assert set(picks["item_id"]) <= set(allowed)
     assert picks["user_id"].tolist() == ["nobody", "syn:u0001"]
     assert (picks["propensity"] == 1.0).all() and (picks["position"] == 0).all()
+
+
+def test_max_candidates_limits_the_choice_to_the_best_scored(shop) -> None:
+    store, _, model, as_of = shop
+    picks = recommend(store, model, as_of, np.random.default_rng(0), policy=Softmax(temperature=100.0, top_k=50),
+                      max_candidates=2)
+    assert picks["position"].max() <= 1
+    assert (picks["propensity"] >= 0.4).all()  # near-uniform over 2 items
+
+
+def test_no_users_no_rows(shop) -> None:
+    store, _, model, as_of = shop
+    picks = recommend(store, model, as_of, np.random.default_rng(0), [])
+    assert picks.empty and list(picks.columns) == list(CHOICE_COLUMNS)
