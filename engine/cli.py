@@ -177,7 +177,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fast", action="store_true", help="a small slice of the data (tests)")
     sp.add_argument("--force", action="store_true", help="replace a database the demo did not create")
     sp.add_argument("--speed", type=float, default=20_000.0, help="accelerated clock speed for dispatch")
+
+    for module in command_modules():
+        module.register(add)
     return p
+
+
+def command_modules() -> list:
+    """Every ``engine.<package>.commands`` module, in name order.
+
+    A package adds subcommands by shipping a ``commands.py`` with ``register(add)``, where
+    ``add(name, func, help)`` returns an ``argparse`` subparser whose ``func(args, settings)`` runs the
+    command and returns the exit code. No list to edit here.
+    """
+    import importlib
+    import importlib.util
+    import pkgutil
+
+    import engine
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(engine.__path__), key=lambda i: i.name):
+        if info.ispkg and importlib.util.find_spec(f"engine.{info.name}.commands") is not None:
+            found.append(importlib.import_module(f"engine.{info.name}.commands"))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,8 +110,7 @@ def _checked(con: duckdb.DuckDBPyConnection, mapping: Mapping, path: Path, kind:
     src = "struct_pack(" + ", ".join(f"{quote_ident(c)} := {quote_ident(c)}" for c, _ in columns) + ")"
     source = f"(SELECT {src} AS __src, * FROM ({numbered_sql(path, kind, columns)}))"
     checked = mapping.checked_sql(source, columns, str(path))
-    import os
-    if kind == "parquet" and not os.environ.get("MAT"):
+    if kind == "parquet":
         return f"({checked})"
     # Every step reads the rows again: parse and type text once.
     con.execute(f"CREATE OR REPLACE TEMP TABLE {CHECKED} AS {checked}")
