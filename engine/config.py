@@ -10,13 +10,15 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.errors import ConfigError
 
-__all__ = ["ApnsConfig", "FcmConfig", "Settings", "load_settings"]
+__all__ = ["ApnsConfig", "FcmConfig", "HonorConfig", "HuaweiConfig", "MeizuConfig", "OppoConfig", "Settings",
+           "VendorsConfig", "VivoConfig", "WebPushConfig", "XiaomiConfig", "load_settings"]
 
-SECRET_FIELDS = frozenset({"key_file", "service_account_file", "private_key", "password", "pseudonym_key"})
+SECRET_FIELDS = frozenset({"key_file", "service_account_file", "private_key", "password", "pseudonym_key",
+                           "client_secret", "app_secret", "master_secret", "vapid_private_key_file"})
 
 
 @dataclass
@@ -67,9 +69,112 @@ class FcmConfig:
 
 
 @dataclass
+class _CredentialVendor:
+    """Shared shape of the vendors that authenticate with app credentials (Chinese OEM channels)."""
+
+    enabled: bool = False
+    base_url: str = ""
+    auth_url: str = ""          # token endpoint, where the vendor has one
+    ca_file: str = ""
+    concurrency: int = 50
+    rate_per_second: float = 0.0   # 0 = no local limit beyond the vendor's answers
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    def problems(self) -> list[str]:
+        if not self.enabled:
+            return []
+        name = type(self).__name__.removesuffix("Config").lower()
+        return [f"vendors.{name}.{n} is required when {name} is enabled" for n in self.REQUIRED
+                if not getattr(self, n)]
+
+
+@dataclass
+class HuaweiConfig(_CredentialVendor):
+    """Huawei Push Kit: OAuth2 client credentials, then /v1/{app_id}/messages:send."""
+
+    base_url: str = "https://push-api.cloud.huawei.com"
+    auth_url: str = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
+    app_id: str = ""
+    client_secret: str = ""
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app_id", "client_secret")
+
+
+@dataclass
+class HonorConfig(_CredentialVendor):
+    """Honor Push: OAuth2 client credentials, then /api/v1/{app_id}/sendMessage."""
+
+    base_url: str = "https://push-api.cloud.honor.com"
+    auth_url: str = "https://iam.developer.honor.com/auth/token"
+    app_id: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app_id", "client_id", "client_secret")
+
+
+@dataclass
+class XiaomiConfig(_CredentialVendor):
+    """Xiaomi MiPush: static ``Authorization: key=<app_secret>``."""
+
+    base_url: str = "https://api.xmpush.xiaomi.com"
+    app_secret: str = ""
+    package_name: str = ""
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app_secret", "package_name")
+
+
+@dataclass
+class OppoConfig(_CredentialVendor):
+    """OPPO Push: SHA-256 signed auth for a 24 h auth_token."""
+
+    base_url: str = "https://api.push.oppomobile.com"
+    app_key: str = ""
+    master_secret: str = ""
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app_key", "master_secret")
+
+
+@dataclass
+class VivoConfig(_CredentialVendor):
+    """vivo Push: MD5 signed auth for a 1-day authToken."""
+
+    base_url: str = "https://api-push.vivo.com.cn"
+    app_id: str = ""
+    app_key: str = ""
+    app_secret: str = ""
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app_id", "app_key", "app_secret")
+
+
+@dataclass
+class MeizuConfig(_CredentialVendor):
+    """Meizu Flyme Push: per-request MD5 signature."""
+
+    base_url: str = "https://server-api-push.meizu.com"
+    app_id: str = ""
+    app_secret: str = ""
+    REQUIRED: ClassVar[tuple[str, ...]] = ("app_id", "app_secret")
+
+
+@dataclass
+class WebPushConfig(_CredentialVendor):
+    """Web Push (RFC 8030/8291/8292): VAPID key pair; endpoints come with each subscription."""
+
+    vapid_private_key_file: str = ""   # PEM, P-256
+    vapid_subject: str = ""            # mailto: or https: URL
+    REQUIRED: ClassVar[tuple[str, ...]] = ("vapid_private_key_file", "vapid_subject")
+
+
+@dataclass
 class VendorsConfig:
     apns: ApnsConfig = field(default_factory=ApnsConfig)
     fcm: FcmConfig = field(default_factory=FcmConfig)
+    huawei: HuaweiConfig = field(default_factory=HuaweiConfig)
+    honor: HonorConfig = field(default_factory=HonorConfig)
+    xiaomi: XiaomiConfig = field(default_factory=XiaomiConfig)
+    oppo: OppoConfig = field(default_factory=OppoConfig)
+    vivo: VivoConfig = field(default_factory=VivoConfig)
+    meizu: MeizuConfig = field(default_factory=MeizuConfig)
+    webpush: WebPushConfig = field(default_factory=WebPushConfig)
+
+    def problems(self) -> list[str]:
+        return [p for name in self.__dataclass_fields__ for p in getattr(self, name).problems()]
 
 
 @dataclass
@@ -89,7 +194,7 @@ class Settings:
     vendors: VendorsConfig = field(default_factory=VendorsConfig)
 
     def validate(self) -> Settings:
-        problems = self.vendors.apns.problems() + self.vendors.fcm.problems()
+        problems = self.vendors.problems()
         if self.dispatch_batch_size < 1:
             problems.append("dispatch_batch_size must be at least 1")
         if self.max_attempts < 1:

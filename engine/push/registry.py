@@ -13,10 +13,25 @@ from engine.push.apns import ApnsChannel
 from engine.push.base import PushChannel
 from engine.push.fcm import FcmChannel
 
-__all__ = ["CHANNELS", "build_channels"]
+__all__ = ["CHANNELS", "build_channels", "channel_class"]
 
 #: One line per vendor; the key is the ``[vendors.<key>]`` config section and ``PushMessage.vendor``.
-CHANNELS: dict[str, type[ApnsChannel] | type[FcmChannel]] = {"apns": ApnsChannel, "fcm": FcmChannel}
+#: Vendors given as "module:Class" are imported only when enabled.
+CHANNELS: dict[str, type[PushChannel] | str] = {
+    "apns": ApnsChannel,
+    "fcm": FcmChannel,
+}
+
+
+def channel_class(vendor: str) -> type[PushChannel]:
+    """The channel class for ``vendor`` (importing it if registered by name)."""
+    import importlib
+
+    entry = CHANNELS[vendor]
+    if isinstance(entry, str):
+        module, _, name = entry.partition(":")
+        entry = getattr(importlib.import_module(module), name)
+    return entry
 
 
 def build_channels(
@@ -37,12 +52,12 @@ def build_channels(
     """
     transports = transports or {}
     channels: dict[str, PushChannel] = {}
-    for name, cls in CHANNELS.items():
+    for name in CHANNELS:
         section = getattr(settings.vendors, name)
         if not section.enabled:
             continue
         problems = section.problems()
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-        channels[name] = cls(section, clock, transport=transports.get(name))
+        channels[name] = channel_class(name)(section, clock, transport=transports.get(name))
     return channels
