@@ -1,4 +1,4 @@
-"""Pushwise dashboard (Streamlit): funnel, treatment vs holdout, vendors, send-time heatmap, models.
+"""Pushwise dashboard (Streamlit): funnel, campaigns (treatment vs holdout), vendors, send-time heatmap, models.
 
 Start it from the repository root with::
 
@@ -27,11 +27,15 @@ if _ROOT not in sys.path:
 
 from dashboard_charts import (  # noqa: E402
     arm_rates,
+    calibration,
+    daily_outcomes,
     funnel_bars,
     funnel_lines,
     heatmap,
+    metric_history,
     simulated_banner,
     stacked_states,
+    uplift_intervals,
 )
 from dashboard_data import (  # noqa: E402
     CACHE_TTL_SECONDS,
@@ -45,6 +49,7 @@ from dashboard_data import (  # noqa: E402
 
 from engine.analytics import STAGES, load_pseudonym_key  # noqa: E402
 from engine.errors import PushwiseError  # noqa: E402
+from engine.security.dashboard_login import require_login  # noqa: E402
 
 ALL = "All"
 BREAKDOWNS = {"campaign": "campaign_id", "vendor": "vendor", "local send hour": "send_hour_local"}
@@ -56,6 +61,8 @@ OUTCOME_LABELS = {"converted": "Converted (bought the pushed item, or attributed
 def main() -> None:
     st.set_page_config(page_title="Pushwise", page_icon="📬", layout="wide")
     st.title("Pushwise")
+    if not require_login(st):   # personal data: password login when configured (engine/security/dashboard_login.py)
+        return
     db_path = st.sidebar.text_input("Database file", value=default_db_path())
     if not database_exists(db_path):
         st.info(f"No Pushwise database at `{db_path}` yet. Run `pushwise demo` first, "
@@ -79,7 +86,9 @@ def main() -> None:
     except PushwiseError as exc:
         st.error(f"Cannot load the analytics: {exc}")
         return
-    tabs = st.tabs(["Funnel", "Treatment vs holdout", "Vendors", "Send-time heatmap", "Models"])
+    # Bound to the URL (?page=Vendors) so a page can be linked to, and screenshotted, directly.
+    tabs = st.tabs(["Funnel", "Campaigns", "Vendors", "Send-time heatmap", "Models"], key="page",
+                   bind="query-params")
     with tabs[0]:
         _funnel_page(views)
     with tabs[1]:
@@ -157,13 +166,6 @@ def _funnel_page(views: dict[str, pd.DataFrame]) -> None:
         counts = by_group.pivot(index=group, columns="stage", values="count")
         st.dataframe(counts.reindex(columns=list(STAGES)), width="stretch")
 
-    st.subheader("Skipped users by reason")
-    skips = views["skips"]
-    if skips.empty:
-        st.caption("No treatment user was skipped.")
-    else:
-        st.bar_chart(skips, x="skip_reason", y="users", color="campaign_id", horizontal=True)
-        st.dataframe(skips, hide_index=True, column_config={"share": PERCENT})
     with st.expander("Decision log (most recent 500; users pseudonymised)"):
         st.dataframe(views["decisions"], hide_index=True)
 
@@ -192,6 +194,26 @@ def _uplift_page(views: dict[str, pd.DataFrame]) -> None:
                "the 14 days after each decision's send time. Rates carry Wilson 95% intervals."
                + (f" {simulated:,} treatment conversions are simulated (attributed, not a real purchase)."
                   if simulated else ""))
+    readout = views["readout"]
+    if not readout.empty:
+        st.markdown("**Both outcomes: treatment − holdout with 95% intervals** "
+                    "(the same code as `pushwise experiment analyze`)")
+        left, right = st.columns([2, 3])
+        left.altair_chart(uplift_intervals(readout), width="stretch")
+        right.dataframe(readout[["outcome", "users", "rate", "control_users", "control_rate", "difference",
+                                 "diff_low", "diff_high", "relative_uplift", "p_value"]], hide_index=True,
+                        column_config={c: PERCENT for c in ("rate", "control_rate", "difference", "diff_low",
+                                                            "diff_high", "relative_uplift")})
+    st.subheader("Per template (treatment)")
+    st.dataframe(views["templates"], hide_index=True,
+                 column_config={c: PERCENT for c in ("open_rate", "open_low", "open_high", "click_rate")})
+    st.subheader("Skipped users by reason")
+    skips = views["skips"]
+    if skips.empty:
+        st.caption("No treatment user was skipped.")
+    else:
+        st.bar_chart(skips, x="skip_reason", y="users", color="campaign_id", horizontal=True)
+        st.dataframe(skips, hide_index=True, column_config={"share": PERCENT})
 
 
 def _vendor_page(views: dict[str, pd.DataFrame]) -> None:
@@ -205,6 +227,19 @@ def _vendor_page(views: dict[str, pd.DataFrame]) -> None:
     left.altair_chart(stacked_states(views["vendor_outcomes"]), width="stretch")
     right.markdown("**Every vendor answer, retries included**")
     right.dataframe(views["attempts"], hide_index=True)
+    daily = views["vendor_daily"]
+    if not daily.empty:
+        st.markdown("**Vendor answers per day** (attempts, retries included)")
+        st.altair_chart(daily_outcomes(daily), width="stretch")
+        rates = daily.groupby(["day", "vendor"], as_index=False).agg(
+            attempts=("attempts", "sum"), retries=("retries", "sum"), invalid_token_rate=("invalid_token_rate", "first"))
+        st.dataframe(rates, hide_index=True, column_config={"invalid_token_rate": PERCENT})
+    st.markdown("**Daily quota use**")
+    quota = views["quota"]
+    if quota.empty:
+        st.caption("No vendor quota has been recorded (no quota-limited vendor has been used).")
+    else:
+        st.dataframe(quota, hide_index=True, column_config={"share": PERCENT})
 
 
 def _heatmap_page(views: dict[str, pd.DataFrame]) -> None:
@@ -233,7 +268,19 @@ def _models_page(views: dict[str, pd.DataFrame]) -> None:
         name = left.selectbox("Model", sorted(metrics["model_name"].unique()))
         chosen = metrics[metrics["model_name"] == name]
         metric = right.selectbox("Metric", sorted(chosen["metric"].unique()))
-        st.bar_chart(chosen[chosen["metric"] == metric], x="version", y="value", y_label=metric)
+        st.altair_chart(metric_history(chosen[chosen["metric"] == metric], metric), width="stretch")
+    st.subheader("Calibration of the live click scores")
+    cells = views["calibration"]
+    if cells.empty:
+        st.info("No delivered send with a model score matches the filters.")
+        return
+    left, right = st.columns([3, 2])
+    left.altair_chart(calibration(cells), width="stretch")
+    right.dataframe(cells, hide_index=True, column_config={"click_rate": PERCENT, "ci_low": PERCENT,
+                                                           "ci_high": PERCENT})
+    if cells["simulated_clicks"].sum():
+        st.caption(f"{int(cells['simulated_clicks'].sum()):,} of {int(cells['clicks'].sum()):,} clicks are simulated: "
+                   "this shows how the scores match the simulation, not real users.")
 
 
 def _pct(value: float) -> str:

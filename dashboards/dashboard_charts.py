@@ -7,7 +7,9 @@ import pandas as pd
 
 from engine.analytics import STAGES, WEEKDAYS
 
-__all__ = ["arm_rates", "funnel_bars", "funnel_lines", "heatmap", "simulated_banner", "stacked_states"]
+__all__ = ["arm_rates", "calibration", "daily_outcomes", "funnel_bars", "funnel_lines", "heatmap", "metric_history",
+           "simulated_banner",
+           "stacked_states", "uplift_intervals"]
 
 
 def funnel_bars(funnel: pd.DataFrame) -> alt.Chart:
@@ -54,6 +56,47 @@ def stacked_states(outcomes: pd.DataFrame) -> alt.Chart:
         x=alt.X("vendor:N", title=None), y=alt.Y("sum(sends):Q", title="sends"),
         color=alt.Color("state:N"), tooltip=["vendor", "state", "outcome", "sends"],
     )
+
+
+def daily_outcomes(daily: pd.DataFrame) -> alt.Chart:
+    """Vendor answers per day, stacked by outcome, one column of panels per vendor."""
+    return alt.Chart(daily).mark_bar().encode(
+        x=alt.X("day:T", title=None), y=alt.Y("sum(attempts):Q", title="attempts"),
+        color=alt.Color("outcome:N"), column=alt.Column("vendor:N", title=None),
+        tooltip=["day:T", "vendor", "outcome", "status_code", "attempts", "retries"],
+    )
+
+
+def uplift_intervals(readout: pd.DataFrame) -> alt.LayerChart:
+    """Difference (arm − control) per outcome with its 95% interval, and a zero line."""
+    base = alt.Chart(readout).encode(y=alt.Y("outcome:N", title=None))
+    bars = base.mark_errorbar(ticks=True).encode(
+        x=alt.X("diff_low:Q", axis=alt.Axis(format="+%"), title="treatment − holdout (95% interval)"),
+        x2="diff_high:Q")
+    points = base.mark_point(filled=True, size=90).encode(
+        x="difference:Q", tooltip=["outcome", alt.Tooltip("difference:Q", format="+.2%"),
+                                   alt.Tooltip("p_value:Q", format=".3g")])
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
+    return bars + points + zero
+
+
+def metric_history(metrics: pd.DataFrame, metric: str) -> alt.Chart:
+    """One metric of one model over training time, a point per version (visible even for a single run)."""
+    return alt.Chart(metrics).mark_line(point=alt.OverlayMarkDef(size=80)).encode(
+        x=alt.X("trained_at:T", title="trained at (UTC)"), y=alt.Y("value:Q", title=metric),
+        tooltip=["version", "trained_at:T", alt.Tooltip("value:Q", format=".4f")],
+    )
+
+
+def calibration(cells: pd.DataFrame) -> alt.LayerChart:
+    """Observed click rate (with Wilson interval) against mean predicted score per bin; the diagonal is perfect."""
+    top = float(max(cells["ci_high"].max(), cells["mean_score"].max(), 0.01))
+    diagonal = alt.Chart(pd.DataFrame({"p": [0.0, top]})).mark_line(strokeDash=[4, 4], color="grey").encode(
+        x="p:Q", y="p:Q")
+    base = alt.Chart(cells).encode(x=alt.X("mean_score:Q", title="mean predicted score"))
+    bars = base.mark_errorbar().encode(y=alt.Y("ci_low:Q", title="observed click rate"), y2="ci_high:Q")
+    points = base.mark_point(filled=True).encode(y="click_rate:Q", tooltip=["bin", "sends", "clicks", "mean_score"])
+    return diagonal + bars + points
 
 
 def heatmap(cells: pd.DataFrame, value: str, title: str, fmt: str) -> alt.Chart:

@@ -106,6 +106,8 @@ def load_views(
         dict of DataFrames: ``funnel``, ``funnel_by_campaign_id``, ``funnel_by_vendor``,
         ``funnel_by_send_hour_local`` (:func:`engine.analytics.funnel`), ``arms``
         (:func:`~engine.analytics.arm_outcomes`), ``uplift`` (:func:`~engine.analytics.compare_arms`),
+        ``readout`` (:func:`~engine.analytics.holdout_readout`, the experiment CLI's code),
+        ``templates``, ``vendor_daily``, ``quota``, ``calibration``,
         ``skips``, ``vendor_summary``, ``vendor_outcomes``, ``attempts``, ``heatmap``, ``models``
         (metrics as JSON text), ``model_metrics``, ``decisions`` (pseudonymised).
     """
@@ -117,6 +119,11 @@ def load_views(
             views[f"funnel_by_{group}"] = an.funnel(con, filters, by=group)
         views["arms"] = an.arm_outcomes(con, filters)
         views["uplift"] = an.compare_arms(views["arms"])
+        views["readout"] = an.holdout_readout(views["arms"])
+        views["templates"] = an.template_summary(con, filters)
+        views["vendor_daily"] = an.vendor_daily(con, filters)
+        views["quota"] = an.quota_use(con, vendor)
+        views["calibration"] = an.score_calibration(con, filters)
         views["skips"] = an.skip_reasons(con, filters)
         views["vendor_summary"] = an.vendor_summary(con, filters)
         views["vendor_outcomes"] = an.vendor_outcomes(con, filters)

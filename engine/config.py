@@ -18,7 +18,7 @@ __all__ = ["ApnsConfig", "FcmConfig", "HonorConfig", "HuaweiConfig", "MeizuConfi
            "VendorsConfig", "VivoConfig", "WebPushConfig", "XiaomiConfig", "load_settings"]
 
 SECRET_FIELDS = frozenset({"key_file", "service_account_file", "private_key", "password", "pseudonym_key",
-                           "client_secret", "app_secret", "master_secret", "vapid_private_key_file"})
+                           "data_keys", "client_secret", "app_secret", "master_secret", "vapid_private_key_file"})
 
 
 @dataclass
@@ -33,6 +33,7 @@ class ApnsConfig:
     topic: str = ""             # the app's bundle id
     ca_file: str = ""           # extra CA to trust (the sandbox's); the system store otherwise
     concurrency: int = 100
+    rate_per_second: float = 0.0   # 0 = no local limit (engine/dispatch/ratelimit.py)
 
     def problems(self) -> list[str]:
         if not self.enabled:
@@ -54,6 +55,7 @@ class FcmConfig:
     service_account_file: str = ""
     ca_file: str = ""
     concurrency: int = 100
+    rate_per_second: float = 0.0   # 0 = no local limit (engine/dispatch/ratelimit.py)
 
     def problems(self) -> list[str]:
         if not self.enabled:
@@ -190,15 +192,29 @@ class Settings:
     dispatch_interval_seconds: float = 1.0
     max_attempts: int = 6
     max_retry_delay_seconds: float = 3600.0
+    retrain_cron: str = "0 3 * * 1"   # crontab (UTC) of `pushwise retrain`: Mondays 03:00
+    promotion_margin: float = 0.005   # a challenger replaces the champion only if its AUC is higher by this
     pseudonym_key: str = ""    # HMAC key for pseudonymous user ids in the dashboard (else a per-install key file)
+    data_keys: str = ""        # AES-GCM data keys "id:hex,id:hex", newest last (else a key file); engine.security.crypto
+    data_key_file: str = ""    # where the data keys live when data_keys is empty (default ~/.config/pushwise/data.keys)
     vendors: VendorsConfig = field(default_factory=VendorsConfig)
+    # vendor → vendor that reaches the same user when the first cannot (e.g. huawei = "fcm"), see
+    # docs/decisions/006-routing-and-quotas.md
+    fallback: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> Settings:
         problems = self.vendors.problems()
+        known = set(VendorsConfig.__dataclass_fields__)
+        problems += [f"fallback.{k} = {v!r}: unknown vendor" for k, v in self.fallback.items()
+                     if k not in known or v not in known]
         if self.dispatch_batch_size < 1:
             problems.append("dispatch_batch_size must be at least 1")
         if self.max_attempts < 1:
             problems.append("max_attempts must be at least 1")
+        if len(self.retrain_cron.split()) != 5:
+            problems.append(f"retrain_cron must have 5 fields (minute hour day month weekday), got {self.retrain_cron!r}")
+        if not 0.0 <= self.promotion_margin < 1.0:
+            problems.append(f"promotion_margin must be in [0, 1), got {self.promotion_margin!r}")
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
         return self

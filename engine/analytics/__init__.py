@@ -22,9 +22,18 @@ from engine.analytics.delivery import (
     vendor_outcomes,
     vendor_summary,
 )
+from engine.analytics.experiment import READOUT_COLUMNS, experiment_readout
 from engine.analytics.filters import NO_FILTERS, Filters
 from engine.analytics.funnel import FUNNEL_GROUPS, PREVIOUS_STAGE, STAGES, funnel, send_outcomes
+from engine.analytics.operations import (
+    holdout_readout,
+    quota_use,
+    score_calibration,
+    template_summary,
+    vendor_daily,
+)
 from engine.analytics.pseudonym import load_pseudonym_key, pseudonymise
+from engine.analytics.retrain import retrain_runs
 from engine.analytics.stats import (
     ProportionComparison,
     compare_proportions,
@@ -40,6 +49,7 @@ __all__ = [
     "NO_FILTERS",
     "OUTCOMES",
     "PREVIOUS_STAGE",
+    "READOUT_COLUMNS",
     "STAGES",
     "WEEKDAYS",
     "Filters",
@@ -50,18 +60,25 @@ __all__ = [
     "compare_arms",
     "compare_proportions",
     "decision_log",
+    "experiment_readout",
     "funnel",
+    "holdout_readout",
     "load_pseudonym_key",
     "model_metrics",
     "model_runs",
     "newcombe_interval",
     "pseudonymise",
+    "retrain_runs",
+    "quota_use",
+    "score_calibration",
     "send_date_range",
     "send_outcomes",
     "send_time_heatmap",
     "simulation_summary",
     "skip_reasons",
+    "template_summary",
     "two_proportion_z_test",
+    "vendor_daily",
     "vendor_outcomes",
     "vendor_summary",
     "vendors",

@@ -14,6 +14,8 @@ import pandas as pd
 from engine.clock import Clock
 from engine.dispatch.backoff import RetryPolicy
 from engine.dispatch.outbox import claim_due, record_receipts, recover_in_flight
+from engine.dispatch.ratelimit import VendorLimits
+from engine.dispatch.routing import reroute
 from engine.domain import Outcome, PushMessage, Receipt
 from engine.push.base import PushChannel
 from engine.store import Store
@@ -33,11 +35,14 @@ class TickReport:
 def _messages(claimed: pd.DataFrame) -> list[PushMessage]:
     out = []
     for row in claimed.itertuples(index=False):
-        data = {k: str(v) for k, v in json.loads(row.data or "{}").items() if v is not None}
+        raw = json.loads(row.data or "{}")
+        badge = raw.pop("badge", None)   # an int for the vendor, not a data string; 0 is meaningful
+        data = {k: str(v) for k, v in raw.items() if v is not None}
         data["send_id"] = row.send_id
         out.append(PushMessage(
             send_id=row.send_id, vendor=row.vendor, token=row.token, title=row.title, body=row.body,
             app_id=row.app_id, message_class=row.message_class, data=data,
+            badge=None if badge is None else int(badge),
         ))
     return out
 
@@ -51,11 +56,16 @@ class Dispatcher:
         clock: "now" for due times and backoff (the demo's accelerated clock).
         policy: retry bounds.
         batch_size: most sends claimed per tick.
+        limits: per-vendor token buckets (`VendorLimits.from_settings`); none by default.
+        fallback: ``settings.fallback`` (vendor → vendor), see :mod:`engine.dispatch.routing`.
     """
 
     def __init__(self, store: Store, channels: dict[str, PushChannel], clock: Clock,
-                 policy: RetryPolicy | None = None, batch_size: int = 500, seed: int = 7) -> None:
+                 policy: RetryPolicy | None = None, batch_size: int = 500, seed: int = 7,
+                 limits: VendorLimits | None = None, fallback: dict[str, str] | None = None) -> None:
         self.store = store
+        self.limits = limits or VendorLimits({})
+        self.fallback = dict(fallback or {})
         self.channels = channels
         self.clock = clock
         self.policy = policy or RetryPolicy()
@@ -73,7 +83,14 @@ class Dispatcher:
         active = sorted(v for v in self.channels if self.paused_until.get(v, now) <= now)
         if not active:
             return TickReport()
-        claimed = claim_due(self.store, now, self.batch_size, vendors=active)
+        if self.fallback:
+            reroute(self.store, sorted(self.channels), self.fallback, now)
+        granted = self.limits.allowance(active, self.batch_size)
+        active = [v for v in active if granted.get(v, 1) > 0]
+        if not active:
+            return TickReport()
+        claimed = claim_due(self.store, now, self.batch_size, vendors=active, vendor_limits=granted or None)
+        self.limits.refund(granted, claimed["vendor"].value_counts().to_dict() if len(claimed) else {})
         if claimed.empty:
             return TickReport()
         messages = _messages(claimed)
@@ -110,9 +127,12 @@ class Dispatcher:
     def next_due(self) -> datetime | None:
         """When the earliest non-terminal send can go out (None when nothing is left), pauses included."""
         rows = self.store.execute(
-            """SELECT vendor, min(next_attempt_at) FROM sends
-               WHERE state IN ('pending', 'retry') AND vendor IN (SELECT unnest($v)) GROUP BY vendor""",
-            {"v": sorted(self.channels)},
+            """SELECT s.vendor, min(greatest(s.next_attempt_at, coalesce(q.resets_at, s.next_attempt_at)))
+               FROM sends s LEFT JOIN devices d ON d.device_id = s.device_id
+               LEFT JOIN vendor_quota q ON q.vendor = s.vendor AND q.app_id = d.app_id
+                    AND q.message_class = s.message_class AND q.exhausted_at IS NOT NULL AND q.resets_at > $now
+               WHERE s.state IN ('pending', 'retry') AND s.vendor IN (SELECT unnest($v)) GROUP BY s.vendor""",
+            {"v": sorted(self.channels), "now": self.clock.now()},
         ).fetchall()
         times = [max(t, self.paused_until[v]) if v in self.paused_until else t for v, t in rows]
         return min(times) if times else None

@@ -5,6 +5,7 @@
        │                  │  └─receipt (retryable, attempts left)──▶ retry ──claim──▶ in_flight …
        │                  └─crash (found in_flight at start-up)────▶ retry
     device gone or consent withdrawn at claim time ──────────────────▶ cancelled   (terminal)
+    in_flight ──receipt QUOTA_EXHAUSTED──▶ retry, due at the vendor's next day, attempt not counted
 
 A send found ``in_flight`` after a crash may or may not have reached the vendor; it is sent again with
 the same ``send_id``, which the adapters turn into the vendor's idempotency key (``apns-id``).
@@ -18,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from engine.dispatch.backoff import RetryPolicy
+from engine.dispatch.quota import next_reset, record_quota
 from engine.domain import Outcome, Receipt
+from engine.security.crypto import Keyring, load_keyring
 from engine.store import Store
 
 __all__ = ["claim_due", "record_receipts", "recover_in_flight"]
@@ -36,11 +39,19 @@ def recover_in_flight(store: Store, now: datetime) -> int:
     return len(rows)
 
 
-def claim_due(store: Store, now: datetime, limit: int, vendors: list[str] | None = None) -> pd.DataFrame:
+def claim_due(store: Store, now: datetime, limit: int, vendors: list[str] | None = None,
+              vendor_limits: dict[str, int] | None = None, keyring: Keyring | None = None) -> pd.DataFrame:
     """Atomically move up to ``limit`` due sends to ``in_flight`` and return them with their device token.
 
     Sends whose device was deactivated, or whose user withdrew consent for the message class, are
-    cancelled instead (consent is checked again at send time, not only at planning).
+    cancelled instead (consent is checked again at send time, not only at planning). Sends of a
+    (vendor, app, class) whose daily quota the vendor declared exhausted are left waiting until the
+    vendor's day resets (``vendor_quota``, see :mod:`engine.dispatch.quota`).
+
+    Args:
+        vendor_limits: most sends to claim per vendor (rate limits); vendors absent are bounded by
+            ``limit`` only.
+        keyring: decrypts ``devices.token`` in memory (default: :func:`load_keyring`).
 
     Returns:
         DataFrame[send_id, vendor, token, app_id, message_class, title, body, data, attempts,
@@ -50,6 +61,12 @@ def claim_due(store: Store, now: datetime, limit: int, vendors: list[str] | None
     params: dict = {"now": now, "limit": limit}
     if vendors is not None:
         params["vendors"] = vendors
+    per_vendor = ""
+    if vendor_limits:
+        params["lv"] = list(vendor_limits)
+        params["ln"] = [int(n) for n in vendor_limits.values()]
+        per_vendor = """QUALIFY row_number() OVER (PARTITION BY s.vendor ORDER BY s.next_attempt_at, s.send_id)
+                        <= coalesce(list_extract($ln, list_position($lv, s.vendor)), $limit)"""
     with store.transaction() as con:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE pw_due AS
@@ -61,6 +78,11 @@ def claim_due(store: Store, now: datetime, limit: int, vendors: list[str] | None
                 LEFT JOIN consents c ON c.user_id = s.user_id AND c.channel = 'push'
                                      AND c.message_class = s.message_class
                 WHERE s.state IN ('pending', 'retry') AND s.next_attempt_at <= $now {vendor_filter}
+                  AND NOT EXISTS (SELECT 1 FROM vendor_quota q
+                                  WHERE q.vendor = s.vendor AND q.app_id = d.app_id
+                                    AND q.message_class = s.message_class
+                                    AND q.exhausted_at IS NOT NULL AND q.resets_at > $now)
+                {per_vendor}
                 ORDER BY s.next_attempt_at, s.send_id
                 LIMIT $limit""",
             params,
@@ -87,6 +109,7 @@ def claim_due(store: Store, now: datetime, limit: int, vendors: list[str] | None
                ORDER BY s.send_id"""
         ).df()
         con.execute("DROP TABLE pw_due")
+    frame["token"] = (keyring or load_keyring()).decrypt_all(frame["token"], "devices.token")
     return frame
 
 
@@ -129,10 +152,12 @@ def record_receipts(
         "vendor_message_id": [x.vendor_message_id for x in receipts],
         "retry_after": np.array([np.nan if x.retry_after is None else x.retry_after for x in receipts], dtype=float),
         "invalid_since": pd.to_datetime([x.token_invalid_since for x in receipts], utc=True),
-    }).merge(claimed[["send_id", "attempts", "first_attempt_at"]], on="send_id", how="left")
+    }).merge(claimed[["send_id", "vendor", "app_id", "message_class", "attempts", "first_attempt_at"]],
+             on="send_id", how="left")
 
     attempts = r["attempts"].to_numpy(dtype=float)
     auth = (r["outcome"] == Outcome.AUTH_ERROR.value).to_numpy()
+    quota = (r["outcome"] == Outcome.QUOTA_EXHAUSTED.value).to_numpy()
     delay = policy.delays(attempts, r["retry_after"].to_numpy(), rng)
     delay = np.where(auth, np.maximum(delay, policy.auth_pause_seconds), delay)
     first = pd.to_datetime(r["first_attempt_at"], utc=True).fillna(pd.Timestamp(now))
@@ -140,7 +165,12 @@ def record_receipts(
     within = ((attempts < policy.max_attempts) | auth) & (
         (next_at - first).dt.total_seconds().to_numpy() <= policy.max_total_seconds)
     terminal = r["outcome"].map({k.value: v for k, v in _TERMINAL_FOR.items()})
-    state = np.where(terminal.notna(), terminal, np.where(within, "retry", "failed"))
+    state = np.where(terminal.notna(), terminal, np.where(within | quota, "retry", "failed"))
+    # Daily quota exhausted: wait for the vendor's next day; the attempt was never judged, so it is not counted.
+    resets = pd.Series([next_reset(v, now) for v in r["vendor"]], dtype="datetime64[ns, UTC]") if quota.any() \
+        else next_at
+    next_at = next_at.where(~quota, resets)
+    r["attempts"] = np.where(quota, attempts - 1, attempts).astype(int)
     r["state"] = state
     r["next_attempt_at"] = np.where(state == "retry", next_at, pd.NaT)
     r["next_attempt_at"] = pd.to_datetime(r["next_attempt_at"], utc=True)
@@ -155,7 +185,7 @@ def record_receipts(
             """UPDATE sends SET state = x.state, outcome = x.outcome, updated_at = $now,
                       vendor_message_id = coalesce(x.vendor_message_id, sends.vendor_message_id),
                       next_attempt_at = coalesce(x.next_attempt_at, sends.next_attempt_at),
-                      last_error = x.last_error
+                      last_error = x.last_error, attempts = x.attempts
                FROM pw_receipts x WHERE sends.send_id = x.send_id AND sends.state = 'in_flight'""",
             {"now": now},
         )
@@ -174,4 +204,17 @@ def record_receipts(
             {"now": now},
         )
         con.unregister("pw_receipts")
+    _count_quota(store, r, now)
     return pd.Series(state).value_counts().to_dict()
+
+
+def _count_quota(store: Store, r: pd.DataFrame, now: datetime) -> None:
+    """Add accepted sends and quota-exhausted answers to ``vendor_quota``, per (vendor, app, class)."""
+    keys = ["vendor", "app_id", "message_class"]
+    r = r.dropna(subset=keys)
+    if r.empty:
+        return
+    per_key = r.assign(accepted=(r["outcome"] == Outcome.DELIVERED.value).astype(int),
+                       exhausted=r["outcome"] == Outcome.QUOTA_EXHAUSTED.value
+                       ).groupby(keys, as_index=False).agg(accepted=("accepted", "sum"), exhausted=("exhausted", "any"))
+    record_quota(store, per_key, now)

@@ -25,7 +25,13 @@ from engine.clock import Clock
 from engine.errors import AuthError, ConfigError, PushError
 from engine.push.base import is_certificate_failure
 
-__all__ = ["FCM_SCOPE", "ApnsTokenProvider", "GoogleServiceAccountTokenProvider", "fingerprint"]
+__all__ = [
+    "FCM_SCOPE",
+    "ApnsTokenProvider",
+    "ClientCredentialsTokenProvider",
+    "GoogleServiceAccountTokenProvider",
+    "fingerprint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +207,82 @@ class GoogleServiceAccountTokenProvider:
         self._token = str(payload["access_token"])
         self._valid_until = now + timedelta(seconds=expires_in - margin)
         log.info("fetched access token for %s fp=%s expires_in=%s", self.client_email,
+                 fingerprint(self._token), expires_in)
+
+
+class ClientCredentialsTokenProvider:
+    """OAuth2 client-credentials access token (Huawei Push Kit, Honor Push), cached until near expiry.
+
+    Same cache rules as `GoogleServiceAccountTokenProvider`: reused until five minutes (a tenth of
+    its lifetime for short tokens) before ``expires_in`` runs out, fetched again after
+    `invalidate`; concurrent callers share one fetch.
+
+    Args:
+        token_url: the vendor's token endpoint (form ``grant_type=client_credentials``).
+        client_id: Huawei's App ID / Honor's client id.
+        client_secret: the app secret (never logged).
+        http: the client used to reach ``token_url``.
+        clock: source of cache expiry.
+        label: vendor name for messages and logs.
+    """
+
+    MARGIN = 300.0
+
+    def __init__(self, token_url: str, client_id: str, client_secret: str, http: httpx.AsyncClient,
+                 clock: Clock, label: str = "oauth") -> None:
+        self.token_url = token_url
+        self.client_id = client_id
+        self._secret = client_secret
+        self._http = http
+        self._clock = clock
+        self.label = label
+        self._token: str | None = None
+        self._valid_until: datetime | None = None
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    def __repr__(self) -> str:
+        return f"ClientCredentialsTokenProvider(label={self.label!r}, client_id={self.client_id!r}, fetches={self.fetches})"
+
+    async def token(self) -> str:
+        """A valid access token, fetched when none is cached or the cached one is due.
+
+        Raises:
+            AuthError: the endpoint refused the client credentials (4xx) or its certificate is not trusted.
+            PushError: the endpoint is unreachable or failing (transport error, 5xx, 429).
+        """
+        async with self._lock:
+            if self._token is None or self._valid_until is None or self._clock.now() >= self._valid_until:
+                await self._fetch()
+            assert self._token is not None
+            return self._token
+
+    def invalidate(self, token: str | None = None) -> None:
+        """Drop the cached token (only if it is still ``token`` when one is given)."""
+        if token is None or token == self._token:
+            self._token = self._valid_until = None
+
+    async def _fetch(self) -> None:
+        now = self._clock.now()
+        form = {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self._secret}
+        try:
+            response = await self._http.post(self.token_url, data=form)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            if is_certificate_failure(exc):
+                raise AuthError(f"{self.label} token endpoint: tls: server certificate not trusted") from None
+            raise PushError(f"{self.label} token endpoint unreachable: {type(exc).__name__}") from None
+        self.fetches += 1
+        payload = _json(response)
+        if response.status_code >= 500 or response.status_code == 429:
+            raise PushError(f"{self.label} token endpoint answered {response.status_code}")
+        if response.status_code != 200 or not payload.get("access_token"):
+            error = payload.get("error", "unknown_error")
+            detail = payload.get("error_description", "")
+            raise AuthError(f"{self.label} token endpoint refused the client credentials: {error}: {detail}")
+        expires_in = float(payload.get("expires_in", 3600))
+        self._token = str(payload["access_token"])
+        self._valid_until = now + timedelta(seconds=expires_in - min(self.MARGIN, expires_in / 10))
+        log.info("fetched %s access token for client %s fp=%s expires_in=%s", self.label, self.client_id,
                  fingerprint(self._token), expires_in)
 
 

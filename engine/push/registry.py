@@ -20,6 +20,13 @@ __all__ = ["CHANNELS", "build_channels", "channel_class"]
 CHANNELS: dict[str, type[PushChannel] | str] = {
     "apns": ApnsChannel,
     "fcm": FcmChannel,
+    "huawei": "engine.push.huawei:HuaweiChannel",
+    "honor": "engine.push.honor:HonorChannel",
+    "xiaomi": "engine.push.xiaomi:XiaomiChannel",
+    "oppo": "engine.push.oppo:OppoChannel",
+    "vivo": "engine.push.vivo:VivoChannel",
+    "meizu": "engine.push.meizu:MeizuChannel",
+    "webpush": "engine.push.webpush:WebPushChannel",
 }
 
 

@@ -13,7 +13,8 @@ from typing import Any
 from engine.domain import MESSAGE_CLASSES
 from engine.errors import CampaignError
 
-__all__ = ["Campaign", "Template", "load_campaign", "parse_campaign", "TEMPLATE_SLOTS"]
+__all__ = ["Campaign", "CopySettings", "Template", "VolumeSettings", "load_campaign", "parse_campaign",
+           "TEMPLATE_SLOTS"]
 
 #: Slots a message template may use; anything else is rejected when the campaign is loaded.
 TEMPLATE_SLOTS = frozenset({"item_name", "price", "currency", "category", "campaign"})
@@ -29,6 +30,43 @@ class Template:
 
     def render(self, slots: dict[str, Any]) -> tuple[str, str]:
         return self.title.format_map(slots), self.body.format_map(slots)
+
+
+@dataclass(frozen=True)
+class CopySettings:
+    """``[copy]``: how one template is picked per user (see :mod:`engine.schedule.copy`).
+
+    Attributes:
+        policy: ``"thompson"`` (Beta-Bernoulli per template) or ``"uniform"``.
+        reward: ``"click"`` or ``"open"``: the event that counts as a success of a past send.
+        segment_by: ``""`` (one posterior per template) or ``"country"`` (one per template and country).
+        prior_alpha/prior_beta: the Beta prior of every template's success rate.
+        samples: Monte Carlo draws used to compute the logged choice probability.
+    """
+
+    policy: str = "thompson"
+    reward: str = "click"
+    segment_by: str = ""
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+    samples: int = 2000
+
+
+@dataclass(frozen=True)
+class VolumeSettings:
+    """``[volume]``: send only when a push is worth more than the fatigue it causes (:mod:`engine.schedule.volume`).
+
+    Value of a push = click probability (the decision's score) × ``value_per_click``. Cost =
+    ``send_cost`` + ``fatigue_cost`` × (pushes sent in the last ``lookback_days`` + ``ignored_weight`` ×
+    those of them that were neither opened nor clicked). Value below ``send_cost`` → ``low_value``,
+    below the whole cost → ``fatigue``.
+    """
+
+    value_per_click: float = 1.0
+    send_cost: float = 0.0
+    fatigue_cost: float = 0.01
+    ignored_weight: float = 1.0
+    lookback_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -66,6 +104,8 @@ class Campaign:
     frequency_days: int = 7
     holdout_share: float = 0.10
     epsilon: float = 0.1                        # exploration of the item policy
+    copy: CopySettings = CopySettings()
+    volume: VolumeSettings | None = None        # None: no value/fatigue check
     spec: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def window(self, as_of: datetime) -> tuple[datetime, datetime]:
@@ -118,7 +158,8 @@ def _number(table: dict, key: str, where: str, kind: type, lo: float, hi: float,
 
 def parse_campaign(spec: dict[str, Any]) -> Campaign:
     """Validate a campaign given as a dict (the parsed TOML) and return it frozen."""
-    known = {"name", "id", "message_class", "as_of", "audience", "candidates", "templates", "schedule", "limits", "policy"}
+    known = {"name", "id", "message_class", "as_of", "audience", "candidates", "templates", "schedule", "limits", "policy",
+             "copy", "volume"}
     unknown = set(spec) - known
     if unknown:
         raise CampaignError(f"unknown campaign keys: {', '.join(sorted(unknown))}")
@@ -187,7 +228,45 @@ def parse_campaign(spec: dict[str, Any]) -> Campaign:
         frequency_days=_number(lim, "frequency_days", "limits", int, 1, 365, 7),
         holdout_share=_number(lim, "holdout_share", "limits", float, 0.0, 0.9, 0.10),
         epsilon=_number(pol, "epsilon", "policy", float, 0.0, 1.0, 0.1),
+        copy=_copy(spec.get("copy", {})),
+        volume=_volume(spec["volume"]) if "volume" in spec else None,
         spec=spec,
+    )
+
+
+def _section(table: Any, where: str, known: set[str]) -> dict:
+    if not isinstance(table, dict):
+        raise CampaignError(f"[{where}] must be a table")
+    unknown = set(table) - known
+    if unknown:
+        raise CampaignError(f"unknown {where} keys: {', '.join(sorted(unknown))}")
+    return table
+
+
+def _copy(table: Any) -> CopySettings:
+    t = _section(table, "copy", {"policy", "reward", "segment_by", "prior_alpha", "prior_beta", "samples"})
+    choices = {"policy": ("thompson", "uniform"), "reward": ("click", "open"), "segment_by": ("", "country")}
+    d = CopySettings()
+    for key, allowed in choices.items():
+        if t.get(key, getattr(d, key)) not in allowed:
+            raise CampaignError(f"copy.{key} must be one of {', '.join(repr(a) for a in allowed)}, got {t[key]!r}")
+    return CopySettings(
+        policy=t.get("policy", d.policy), reward=t.get("reward", d.reward), segment_by=t.get("segment_by", ""),
+        prior_alpha=_number(t, "prior_alpha", "copy", float, 0.001, 1e6, d.prior_alpha),
+        prior_beta=_number(t, "prior_beta", "copy", float, 0.001, 1e6, d.prior_beta),
+        samples=_number(t, "samples", "copy", int, 100, 10**6, d.samples),
+    )
+
+
+def _volume(table: Any) -> VolumeSettings:
+    t = _section(table, "volume", {"value_per_click", "send_cost", "fatigue_cost", "ignored_weight", "lookback_days"})
+    d = VolumeSettings()
+    return VolumeSettings(
+        value_per_click=_number(t, "value_per_click", "volume", float, 0.0, 1e9, d.value_per_click),
+        send_cost=_number(t, "send_cost", "volume", float, 0.0, 1e9, d.send_cost),
+        fatigue_cost=_number(t, "fatigue_cost", "volume", float, 0.0, 1e9, d.fatigue_cost),
+        ignored_weight=_number(t, "ignored_weight", "volume", float, 0.0, 1000, d.ignored_weight),
+        lookback_days=_number(t, "lookback_days", "volume", int, 1, 365, d.lookback_days),
     )
 
 

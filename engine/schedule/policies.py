@@ -20,7 +20,8 @@ __all__ = ["model_hour_ranker", "model_item_chooser"]
 
 def _load(models_dir: Path, name: str) -> TrainedModel:
     try:
-        return load_model(models_dir, name)
+        # the version scheduled retraining promoted; the newest one until anything was promoted
+        return load_model(models_dir, name, "champion")
     except ModelError as exc:
         raise ModelError(f"{exc}; run `pushwise train` first") from None
 

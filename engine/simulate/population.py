@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from engine.push.sandbox.tokens import new_apns_token, new_fcm_token
+from engine.security.crypto import load_keyring
 from engine.store import Store
 
 __all__ = ["PopulationShares", "seed_population"]
@@ -56,6 +57,7 @@ def seed_population(
     uninstalled = has_app & (rng.random(n) < shares.uninstalled)
     token_rng = random.Random(seed)
     tokens = [new_apns_token(token_rng) if i else new_fcm_token(token_rng) for i in ios]
+    keyring = load_keyring()  # devices.token holds AES-GCM ciphertext; token_hash serves lookups
 
     registered = pd.to_datetime(users["first_seen"], utc=True)
     devices = pd.DataFrame({
@@ -63,7 +65,8 @@ def seed_population(
         "user_id": users["user_id"],
         "vendor": np.where(ios, "apns", "fcm"),
         "app_id": APP_ID,
-        "token": tokens,
+        "token": [keyring.encrypt(t, "devices.token") for t in tokens],
+        "token_hash": [keyring.token_hash(v, t) for v, t in zip(np.where(ios, "apns", "fcm"), tokens, strict=True)],
         "registered_at": registered,
     })[has_app]
     consents = pd.DataFrame({
@@ -72,12 +75,15 @@ def seed_population(
         "granted": np.concatenate([~opted_out, np.ones(n, dtype=bool)]),
     })
     truth = devices[uninstalled[has_app]].assign(
+        token=np.asarray(tokens, dtype=object)[has_app][uninstalled[has_app]],
         uninstalled_at=lambda d: d["registered_at"] + timedelta(days=1)
     )
     with store.transaction() as con:
         con.register("pw_devices", devices)
-        con.execute("""INSERT INTO devices (device_id, user_id, vendor, app_id, token, active, registered_at, simulated)
-                       SELECT device_id, user_id, vendor, app_id, token, true, registered_at, true FROM pw_devices""")
+        con.execute("""INSERT INTO devices (device_id, user_id, vendor, app_id, token, token_hash, active,
+                                            registered_at, simulated)
+                       SELECT device_id, user_id, vendor, app_id, token, token_hash, true, registered_at, true
+                       FROM pw_devices""")
         con.register("pw_consents", consents)
         con.execute("""INSERT OR REPLACE INTO consents
                        SELECT user_id, 'push', message_class, granted, $now, true FROM pw_consents""", {"now": now})

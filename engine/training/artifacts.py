@@ -28,6 +28,7 @@ __all__ = ["TrainedModel", "library_versions", "load_model", "record_run", "save
 
 MODEL_FILE = "model.txt"
 CARD_FILE = "card.json"
+CHAMPION_FILE = "CHAMPION"
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,16 @@ def save_model(
 def load_model(models_dir: str | Path, name: str, version: str = "latest") -> TrainedModel:
     """Load ``models/<name>/<version>/``; ``"latest"`` picks the newest complete version.
 
+    ``"champion"`` picks the version named in ``models/<name>/CHAMPION`` (written when scheduled
+    retraining promotes a model), or the latest when no model was ever promoted.
+
     Raises:
         ModelError: no such model or version, or its files are unreadable.
     """
     root = Path(models_dir) / name
+    if version == "champion":  # the version scheduled retraining promoted (engine.training.retrain)
+        pointer = root / CHAMPION_FILE
+        version = pointer.read_text().strip() if pointer.is_file() else "latest"
     if version == "latest":
         versions = sorted(p.name for p in root.glob("*") if (p / CARD_FILE).is_file() and not p.name.startswith("."))
         if not versions:

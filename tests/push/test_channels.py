@@ -222,7 +222,7 @@ def test_fcm_bad_service_account_file_fails_fast(fcm_config, fixed, tmp_path):
 # -- registry --------------------------------------------------------------------------------------
 
 def test_registry_builds_only_enabled_vendors(apns_config, fcm_config, fixed):
-    assert set(CHANNELS) == {"apns", "fcm"}
+    assert {"apns", "fcm"} <= set(CHANNELS)   # other vendors register more; only enabled ones are built
     settings = Settings()
     assert build_channels(settings, fixed) == {}
     settings.vendors.apns = apns_config

@@ -2,9 +2,9 @@
 
 import pytest
 
+from engine.demo import demo_campaign_path
 from engine.errors import CampaignError
 from engine.schedule.campaign import load_campaign, parse_campaign
-from engine.demo import demo_campaign_path
 
 BASE = {"name": "Spring", "templates": [{"title": "{item_name}", "body": "Now {currency}{price:.2f}"}]}
 

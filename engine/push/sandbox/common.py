@@ -7,17 +7,19 @@ sandbox's event-loop thread and from the test or CLI thread, so it sits behind o
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from engine.clock import Clock, SystemClock
 from engine.push.sandbox.server import Request, Response
 
-__all__ = ["Accepted", "Fault", "VendorSandbox"]
+__all__ = ["Accepted", "ClientCredentialsIssuer", "Fault", "Limits", "VendorSandbox"]
 
 
 @dataclass(frozen=True)
@@ -207,3 +209,94 @@ class VendorSandbox:
     def _error(self, status: int, reason: str, target: str) -> Response:
         """The vendor's error answer for an injected ``status``/``reason``."""
         raise NotImplementedError
+
+
+class Limits:
+    """Daily quotas per (app, message class) and a per-second request rate, on the sandbox clock.
+
+    Attributes:
+        daily_quota: ``{message_class: messages per vendor day}``; a class not listed is unlimited.
+        rate_per_second: requests allowed per wall-second of the sandbox clock; 0 = unlimited.
+        day_offset: the vendor's day boundary (China time, UTC+8, for the Chinese vendors).
+    """
+
+    def __init__(self, clock: Clock, *, day_offset: timedelta = timedelta(hours=8)) -> None:
+        self._clock = clock
+        self.daily_quota: dict[str, int] = {}
+        self.rate_per_second = 0
+        self.day_offset = day_offset
+        self._used: Counter[tuple[str, str, str]] = Counter()
+        self._window: tuple[int, int] = (0, 0)
+        self._lock = threading.Lock()
+
+    def take_quota(self, app: str, message_class: str, n: int) -> bool:
+        """Count ``n`` messages against (app, class) today; False (and nothing counted) when over quota."""
+        limit = self.daily_quota.get(message_class)
+        day = (self._clock.now() + self.day_offset).date().isoformat()
+        with self._lock:
+            key = (day, app, message_class)
+            if limit is not None and self._used[key] + n > limit:
+                return False
+            self._used[key] += n
+            return True
+
+    def take_rate(self) -> bool:
+        """Count one request in the current second; False when the rate is exceeded."""
+        if self.rate_per_second <= 0:
+            return True
+        second = int(self._clock.now().timestamp())
+        with self._lock:
+            start, used = self._window
+            used = used + 1 if start == second else 1
+            self._window = (second, used)
+            return used <= self.rate_per_second
+
+
+class ClientCredentialsIssuer:
+    """An OAuth2 client-credentials token endpoint's state (Huawei, Honor): clients and issued tokens.
+
+    Attributes:
+        access_token_ttl: ``expires_in`` of issued tokens, seconds (short to test refresh).
+    """
+
+    def __init__(self, clock: Clock, *, access_token_ttl: int = 3600, prefix: str = "sandbox") -> None:
+        self._clock = clock
+        self.access_token_ttl = access_token_ttl
+        self._prefix = prefix
+        self._clients: dict[str, str] = {}
+        self._issued: dict[str, tuple[str, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def register_client(self, client_id: str, client_secret: str) -> None:
+        with self._lock:
+            self._clients[client_id] = client_secret
+
+    def grant(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Answer a token request: ``(200, {access_token, expires_in, token_type})`` or an OAuth error."""
+        form = parse_qs(body.decode("utf-8", "replace"))
+        grant_type = form.get("grant_type", [""])[0]
+        client_id, secret = form.get("client_id", [""])[0], form.get("client_secret", [""])[0]
+        if grant_type != "client_credentials":
+            return 400, {"error": "unsupported_grant_type", "error_description": f"grant_type {grant_type!r}"}
+        with self._lock:
+            known = self._clients.get(client_id)
+        if known is None or not secrets.compare_digest(known.encode(), secret.encode()):
+            return 401, {"error": "invalid_client", "error_description": "client authentication failed"}
+        token = f"{self._prefix}.{secrets.token_urlsafe(32)}"
+        with self._lock:
+            self._issued[token] = (client_id, self._clock.now() + timedelta(seconds=self.access_token_ttl))
+        return 200, {"access_token": token, "expires_in": self.access_token_ttl, "token_type": "Bearer"}
+
+    def check(self, authorization: str | None, client_id: str) -> str | None:
+        """None when ``authorization`` is a live bearer token of ``client_id``; else ``"missing"``,
+        ``"unknown"``, ``"other_app"`` or ``"expired"``."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return "missing"
+        with self._lock:
+            entry = self._issued.get(token.strip())
+        if entry is None:
+            return "unknown"
+        if entry[0] != client_id:
+            return "other_app"
+        return "expired" if self._clock.now() >= entry[1] else None

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-__all__ = ["ApnsCredentials", "ensure_apns_credentials", "ensure_service_account"]
+__all__ = ["ApnsCredentials", "ensure_apns_credentials", "ensure_app_credentials", "ensure_service_account"]
 
 SANDBOX_TOPIC = "com.pushwise.demo"
 SANDBOX_PROJECT = "pushwise-sandbox"
@@ -97,3 +97,35 @@ def ensure_service_account(
     info["token_uri"] = token_uri
     _write_secret(path, json.dumps(info, indent=2).encode())
     return path, info
+
+
+#: The credential fields each app-credential vendor's sandbox issues (ids readable, secrets random).
+_APP_FIELDS: dict[str, tuple[str, ...]] = {
+    "huawei": ("app_id", "client_secret"),
+    "honor": ("app_id", "client_id", "client_secret"),
+    "xiaomi": ("app_secret", "package_name"),
+}
+
+
+def ensure_app_credentials(directory: Path, vendor: str) -> dict[str, str]:
+    """Create (or reuse) ``<vendor>.json`` under ``directory``: app ids and secrets for ``vendor``.
+
+    Returns:
+        ``{field: value}`` for the fields of ``[vendors.<vendor>]`` that hold credentials.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{vendor}.json"
+    if path.is_file():
+        info: dict[str, str] = json.loads(path.read_text())
+        if all(info.get(f) for f in _APP_FIELDS[vendor]):
+            return info
+    info = {}
+    for name in _APP_FIELDS[vendor]:
+        if name == "package_name":
+            info[name] = SANDBOX_TOPIC
+        elif "secret" in name:
+            info[name] = secrets.token_urlsafe(24)
+        else:
+            info[name] = str(100_000_000 + secrets.randbelow(900_000_000))
+    _write_secret(path, json.dumps(info, indent=2).encode())
+    return info

@@ -1,0 +1,191 @@
+"""Backups: a consistent Parquet snapshot of every table with a SHA-256 manifest; verified restore; rotation.
+
+    <root>/pushwise-backup-20260131T020000Z/
+        manifest.json        format, install id, migrations, data-key fingerprints, per table: file, rows, sha256
+        events.parquet …     one file per table, written inside one read transaction (a consistent snapshot)
+
+A backup is written to a hidden temporary folder and renamed into place when complete, so a folder
+without a manifest is never a finished backup. :func:`restore_backup` checks everything before it touches
+the database. Device tokens stay encrypted in the Parquet files; restoring needs the same data keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from engine.errors import InputError
+from engine.security.crypto import Keyring
+from engine.store import Store
+
+__all__ = ["FORMAT", "BackupError", "Manifest", "list_backups", "restore_backup", "verify_backup", "write_backup"]
+
+FORMAT = "pushwise-backup"
+VERSION = 1
+PREFIX = "pushwise-backup-"
+
+
+class BackupError(InputError):
+    """A backup is corrupted, partial, foreign or otherwise unusable; the message says which."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    data: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def row_counts(self) -> dict[str, int]:
+        return {t: int(v["rows"]) for t, v in self.data["tables"].items()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tables(store: Store) -> list[str]:
+    return [r[0] for r in store.execute(
+        """SELECT table_name FROM information_schema.tables
+           WHERE table_schema = 'main' AND table_type = 'BASE TABLE' AND table_catalog = current_database()
+           ORDER BY table_name""").fetchall()]
+
+
+def _used_key_ids(store: Store, keyring: Keyring) -> set[str]:
+    rows = store.execute("""SELECT DISTINCT split_part(token, ':', 2) FROM devices WHERE token LIKE 'pw1:%'
+                            UNION SELECT DISTINCT split_part(signing_secret, ':', 2) FROM api_keys""").fetchall()
+    return {r[0] for r in rows}
+
+
+def list_backups(root: Path) -> list[Path]:
+    """Finished backups under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
+                  and (p / "manifest.json").is_file())
+
+
+def write_backup(store: Store, root: Path, keyring: Keyring, now: datetime, keep: int = 0) -> Manifest:
+    """Write a consistent backup of ``store`` under ``root``; keep only the newest ``keep`` (0 = all).
+
+    Returns the manifest. The snapshot is taken in one transaction, so writes that land while it runs
+    are either wholly in it or wholly absent.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = PREFIX + now.strftime("%Y%m%dT%H%M%S%fZ")
+    tmp = root / f".{name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tables: dict[str, dict] = {}
+    with store.transaction() as con:
+        for table in _tables(store):
+            target = tmp / f"{table}.parquet"
+            con.execute(f"COPY (SELECT * FROM \"{table}\") TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+            tables[table] = {"file": target.name,
+                             "rows": int(con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])}
+        install = con.execute("SELECT value FROM service_meta WHERE name = 'install_id'").fetchall()
+        migrations = [r[0] for r in con.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()]
+        used = _used_key_ids(store, keyring)
+    for meta in tables.values():
+        meta["sha256"] = _sha256(tmp / meta["file"])
+    fps = keyring.fingerprints()
+    data = {"format": FORMAT, "version": VERSION, "created_at": now.isoformat(),
+            "install_id": install[0][0] if install else None, "migrations": migrations,
+            "data_keys": {k: fps.get(k, "unknown") for k in sorted(used)}, "tables": tables}
+    (tmp / "manifest.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    final = root / name
+    os.replace(tmp, final)
+    if keep > 0:
+        for old in list_backups(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return Manifest(final, data)
+
+
+def verify_backup(folder: Path, keyring: Keyring) -> Manifest:
+    """Check a backup completely: format, every file present with its checksum, migrations and data keys.
+
+    Raises:
+        BackupError: the first problem found, in words.
+    """
+    folder = Path(folder)
+    mpath = folder / "manifest.json"
+    if not folder.is_dir():
+        raise BackupError(f"no backup folder at {folder}")
+    if not mpath.is_file():
+        raise BackupError(f"{folder} has no manifest.json: a partial backup, or not a Pushwise backup")
+    try:
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BackupError(f"{mpath} is not valid JSON: the manifest is corrupted") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("tables"), dict):
+        raise BackupError(f"{folder} is not a Pushwise backup (manifest format is not {FORMAT!r})")
+    if data.get("version") != VERSION:
+        raise BackupError(f"backup format version {data.get('version')!r} is not supported (expected {VERSION})")
+    from importlib import resources
+
+    known = {e.name for e in (resources.files("engine.store") / "migrations").iterdir() if e.name.endswith(".sql")}
+    newer = sorted(set(data.get("migrations", [])) - known)
+    if newer:
+        raise BackupError(f"backup was made by a newer Pushwise (unknown migrations: {', '.join(newer)})")
+    for table, meta in sorted(data["tables"].items()):
+        f = folder / str(meta.get("file", ""))
+        if not f.is_file():
+            raise BackupError(f"partial backup: {f.name or table} is missing")
+        if _sha256(f) != meta.get("sha256"):
+            raise BackupError(f"corrupted backup: checksum of {f.name} does not match the manifest")
+    fps = keyring.fingerprints()
+    foreign = {k: fp for k, fp in data.get("data_keys", {}).items() if fps.get(k) != fp}
+    if foreign:
+        raise BackupError("foreign backup: its secrets are encrypted under data keys this install does not hold "
+                          f"({', '.join(sorted(foreign))}); restore with the original key file or PUSHWISE_DATA_KEYS")
+    return Manifest(folder, data)
+
+
+def restore_backup(db_path: str | Path, folder: Path, keyring: Keyring, *, force: bool = False) -> Manifest:
+    """Verify ``folder``, then replace the database at ``db_path`` with its contents.
+
+    The new database is built beside the old one and swapped in atomically; the old file is kept as
+    ``<name>.before-restore``. Refuses a database of another install unless ``force``.
+
+    Raises:
+        BackupError: the backup fails verification or belongs to another install.
+        StoreBusyError: the database is open in another process (stop ``pushwise serve`` first).
+    """
+    manifest = verify_backup(folder, keyring)
+    db = Path(db_path)
+    if db.exists():
+        with Store(db) as current:
+            found = current.execute("SELECT value FROM service_meta WHERE name = 'install_id'").fetchall()
+        install = found[0][0] if found else None
+        if install != manifest.data.get("install_id") and not force:
+            raise BackupError(f"{folder.name} belongs to another install than {db}; pass --force to replace it")
+    tmp = db.with_name(db.name + ".restoring")
+    for p in (tmp, Path(str(tmp) + ".wal")):
+        p.unlink(missing_ok=True)
+    with Store(tmp) as store, store.transaction() as con:
+        present = set(_tables(store))
+        for table, meta in manifest.data["tables"].items():
+            if table not in present:
+                raise BackupError(f"backup table {table} does not exist in this version's schema")
+            con.execute(f'DELETE FROM "{table}"')
+            con.execute(f"""INSERT INTO "{table}" BY NAME SELECT * FROM read_parquet('{folder / meta["file"]}')""")
+        # the running service's own short-lived key was in the snapshot; its secret died with that process
+        con.execute("UPDATE api_keys SET revoked_at = now() WHERE label = 'service-local' AND revoked_at IS NULL")
+    if db.exists():
+        os.replace(db, db.with_name(db.name + ".before-restore"))
+    Path(str(db) + ".wal").unlink(missing_ok=True)
+    os.replace(tmp, db)
+    return manifest

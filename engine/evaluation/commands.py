@@ -1,0 +1,27 @@
+"""The ``pushwise evaluate`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.config import Settings
+
+__all__ = ["register"]
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.evaluation.report import write_reports
+    from engine.evaluation.run import run_evaluation
+
+    ev = run_evaluation(Path(args.data_dir or settings.data_dir), fast=args.fast, seed=settings.seed)
+    md, js = write_reports(ev, Path(args.out))
+    print(f"wrote {md} and {js} in {sum(ev.seconds.values()):.0f} s")
+    return 0
+
+
+def register(add) -> None:
+    p = add("evaluate", cmd_evaluate, "run every evaluation on the shipped data; write reports/evaluation.{md,json}")
+    p.add_argument("--out", default="reports", help="folder for evaluation.md, evaluation.json and the plots")
+    p.add_argument("--fast", action="store_true", help="a small deterministic slice (seconds, not headline numbers)")
+    p.add_argument("--data-dir", default=None, help="folder with online_retail/ and open_bandit/ (default: settings)")

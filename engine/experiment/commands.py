@@ -1,0 +1,84 @@
+"""``pushwise experiment analyze``: per-arm readout of a randomized experiment file, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pandas as pd
+
+from engine.analytics.experiment import experiment_readout
+from engine.config import Settings
+from engine.experiment.reader import experiment_counts
+
+__all__ = ["cmd_analyze", "format_readout", "register"]
+
+
+def _num(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _pct(value: float) -> str:
+    return "–" if _num(value) is None else f"{value:.2%}"
+
+
+def _pp(value: float) -> str:
+    return "–" if _num(value) is None else f"{value * 100:+.2f}"
+
+
+def _p(value: float) -> str:
+    # Doubles underflow to 0 far out in the tail; say so rather than print a p-value of 0.
+    return "–" if _num(value) is None else ("<1e-16" if value < 1e-16 else f"{value:.3g}")
+
+
+def format_readout(readout: pd.DataFrame, control: str, confidence: float) -> str:
+    """The readout as a plain-text table: one block per outcome, one line per treatment arm."""
+    level = f"{confidence:.0%}"
+    lines = []
+    for outcome, frame in readout.groupby("outcome", sort=False):
+        first = frame.iloc[0]
+        lines.append(f"outcome {outcome}: control {control!r} {int(first.control_successes):,} / "
+                     f"{int(first.control_users):,} = {_pct(first.control_rate)}")
+        lines.append(f"  {'arm':<20} {'n':>9} {'rate':>8}  {'diff (pp)':>9} {level + ' interval':>18}"
+                     f"  {'relative':>9} {level + ' interval':>20}  {'p-value':>9}")
+        for r in frame.itertuples(index=False):
+            lines.append(
+                f"  {r.arm:<20} {r.users:>9,} {_pct(r.rate):>8}  {_pp(r.difference):>9} "
+                f"{'[' + _pp(r.diff_low) + ', ' + _pp(r.diff_high) + ']':>18}  {_pct(r.relative_uplift):>9} "
+                f"{'[' + _pct(r.relative_low) + ', ' + _pct(r.relative_high) + ']':>20}  {_p(r.p_value):>9}")
+    lines.append(f"diff: arm rate − control rate in percentage points, Newcombe {level} interval; "
+                 "p-value: two-sided two-proportion z-test.")
+    return "\n".join(lines)
+
+
+def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
+    """Read the file, compare every arm with the control, print a table or JSON; exit 0."""
+    del settings
+    counts = experiment_counts(args.file, args.assignment, args.control, args.outcome)
+    readout = experiment_readout(counts, args.control, confidence=args.confidence)
+    if args.json:
+        rows = [{k: (_num(v) if isinstance(v, float) else v) for k, v in row.items()}
+                for row in readout.to_dict(orient="records")]
+        print(json.dumps({"file": args.file, "assignment": args.assignment, "control": args.control,
+                          "confidence": args.confidence, "comparisons": rows}, indent=2, default=int))
+    else:
+        print(format_readout(readout, args.control, args.confidence))
+    return 0
+
+
+def register(add) -> None:
+    """Add ``experiment analyze`` to the ``pushwise`` command line."""
+    sp = add("experiment", None, "randomized-experiment readouts")
+    sub = sp.add_subparsers(dest="experiment_command", required=True, metavar="ACTION")
+    an = sub.add_parser("analyze", help="compare every arm of an experiment file with its control",
+                        description="Per treatment arm against control: rates, absolute and relative uplift "
+                                    "with intervals and a p-value, for each binary outcome column.")
+    an.set_defaults(func=cmd_analyze)
+    an.add_argument("file", help="CSV or Parquet file, one row per randomised unit")
+    an.add_argument("--assignment", required=True, metavar="COL", help="column holding each unit's arm")
+    an.add_argument("--control", required=True, metavar="VALUE", help="the control arm's value")
+    an.add_argument("--outcome", required=True, action="append", metavar="COL",
+                    help="binary (0/1) outcome column; repeat for several")
+    an.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    an.add_argument("--json", action="store_true", help="print machine-readable JSON")

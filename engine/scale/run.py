@@ -1,0 +1,76 @@
+"""``pushwise train --dask ADDRESS`` and ``pushwise plan --dask ADDRESS``: the CLI paths that use a Dask cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from distributed import Client
+
+from engine.clock import SystemClock
+from engine.config import Settings
+from engine.errors import ModelError
+from engine.recommend import CatalogRule, EpsilonGreedy, recommend
+from engine.scale.scoring import predict_on_cluster
+from engine.scale.train import train_click_dask
+from engine.schedule.campaign import Campaign
+from engine.schedule.planner import ItemChooser, PlanReport, plan_campaign
+from engine.schedule.policies import model_hour_ranker
+from engine.store import Store
+from engine.training.artifacts import TrainedModel, load_model
+from engine.training.base import TrainResult
+from engine.training.click import ClickConfig
+
+__all__ = ["ClusterModel", "cluster_item_chooser", "plan_on_dask", "train_on_dask"]
+
+
+@dataclass(frozen=True)
+class ClusterModel:
+    """A loaded model whose ``predict`` runs on the cluster; every other attribute is the model's own."""
+
+    model: TrainedModel
+    client: Client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return predict_on_cluster(self.client, self.model, frame)
+
+
+def cluster_item_chooser(models_dir: Path, client: Client, top_k: int = 10) -> ItemChooser:
+    """:func:`engine.schedule.policies.model_item_chooser` with the candidate scoring on ``client``'s cluster."""
+
+    def choose(store: Store, user_ids: list[str], c: Campaign, as_of: datetime,
+               rng: np.random.Generator) -> pd.DataFrame:
+        try:
+            model = load_model(models_dir, "click", "champion")
+        except ModelError as exc:
+            raise ModelError(f"{exc}; run `pushwise train` first") from None
+        catalog = CatalogRule(item_ids=c.candidate_items or None,
+                              sources=(c.audience_source,) if c.audience_source and not c.candidate_items else None)
+        picks = recommend(store.con, ClusterModel(model, client), as_of, rng, user_ids,
+                          policy=EpsilonGreedy(epsilon=c.epsilon, top_k=top_k), catalog=catalog)
+        return picks.assign(model_version=f"click/{model.version}")
+
+    return choose
+
+
+def train_on_dask(settings: Settings, address: str, as_of: datetime | None) -> TrainResult:
+    """Train the click model on the cluster at ``address``; the Parquet export goes to ``<data_dir>/export``."""
+    with Store(settings.db_path) as store, Client(address) as client:
+        cutoff = as_of or store.scalar("SELECT max(ts) FROM events WHERE NOT simulated") + timedelta(seconds=1)
+        return train_click_dask(store, cutoff, Path(settings.models_dir), SystemClock(), client,
+                                Path(settings.data_dir) / "export", ClickConfig(seed=settings.seed))
+
+
+def plan_on_dask(settings: Settings, address: str, campaign: Campaign, as_of: datetime | None) -> PlanReport:
+    """Plan ``campaign`` as ``pushwise plan`` does, scoring candidates on the cluster at ``address``."""
+    models_dir = Path(settings.models_dir)
+    with Store(settings.db_path) as store, Client(address) as client:
+        return plan_campaign(store, campaign, cluster_item_chooser(models_dir, client), model_hour_ranker(models_dir),
+                             as_of=as_of, seed=settings.seed)

@@ -1,0 +1,167 @@
+"""API keys (hashed, scoped), HMAC request signatures with a replay cache, per-key rate limits, the audit log.
+
+A key is ``pwk_<key id>_<secret>``: it is printed once by :func:`create_key`, and only the SHA-256 of the
+secret is stored (plus the secret encrypted under the data key, for verifying HMAC signatures). A
+signed request carries ``X-Pushwise-Key`` (the key id), ``X-Pushwise-Timestamp`` (Unix seconds),
+``X-Pushwise-Nonce`` and ``X-Pushwise-Signature``: hex HMAC-SHA256 under the secret of
+``METHOD\\nPATH\\nTIMESTAMP\\nNONCE\\nhex SHA-256(body)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
+from engine.security.crypto import Keyring
+from engine.store import Store
+
+__all__ = ["SCOPES", "ApiKey", "NonceCache", "RateLimiter", "audit", "authenticate", "create_key",
+           "sign_request", "verify_signature"]
+
+SCOPES = ("send", "ingest", "admin")
+SIGNING_COLUMN = "api_keys.signing_secret"
+MAX_SKEW_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    scopes: tuple[str, ...]
+    rate_per_second: float
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+def _sha(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def create_key(store: Store, keyring: Keyring, scopes: list[str], now: datetime, *, label: str = "",
+               rate_per_second: float = 200.0) -> tuple[str, ApiKey]:
+    """Create a key; returns ``(full key to show once, ApiKey)``.
+
+    Raises:
+        ValueError: an unknown scope.
+    """
+    bad = [s for s in scopes if s not in SCOPES]
+    if bad or not scopes:
+        raise ValueError(f"unknown scope {bad[0]!r}; choose from {', '.join(SCOPES)}" if bad
+                         else "at least one scope is required")
+    key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    store.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                  [key_id, _sha(secret), keyring.encrypt(secret, SIGNING_COLUMN), sorted(set(scopes)),
+                   rate_per_second, label, now])
+    return f"pwk_{key_id}_{secret}", ApiKey(key_id, tuple(sorted(set(scopes))), rate_per_second)
+
+
+def _lookup(store: Store, key_id: str) -> tuple[ApiKey, str, str] | None:
+    rows = store.execute("""SELECT key_id, scopes, rate_per_second, secret_sha256, signing_secret
+                           FROM api_keys WHERE key_id = ? AND revoked_at IS NULL""", [key_id]).fetchall()
+    if not rows:
+        return None
+    row = rows[0]
+    return ApiKey(row[0], tuple(row[1]), float(row[2])), row[3], row[4]
+
+
+def authenticate(store: Store, presented: str) -> ApiKey | None:
+    """The key a bearer value names, or None (unknown, revoked or wrong secret: the caller can't tell which)."""
+    parts = presented.split("_", 2)
+    if len(parts) != 3 or parts[0] != "pwk" or not parts[1].isalnum():
+        return None
+    found = _lookup(store, parts[1])
+    if found is None:
+        return None
+    key, digest, _ = found
+    return key if hmac.compare_digest(digest, _sha(parts[2])) else None
+
+
+def _message(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+    return f"{method.upper()}\n{path}\n{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
+
+
+def sign_request(full_key: str, method: str, path: str, body: bytes, *, timestamp: int | None = None,
+                 nonce: str | None = None) -> dict[str, str]:
+    """Headers that sign one request with ``full_key`` (for clients and tests)."""
+    _, key_id, secret = full_key.split("_", 2)
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    nonce = nonce or secrets.token_hex(12)
+    sig = hmac.new(secret.encode(), _message(method, path, ts, nonce, body), hashlib.sha256).hexdigest()
+    return {"X-Pushwise-Key": key_id, "X-Pushwise-Timestamp": ts, "X-Pushwise-Nonce": nonce,
+            "X-Pushwise-Signature": sig}
+
+
+class NonceCache:
+    """Nonces seen within the allowed clock skew; a nonce seen twice is a replay."""
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def add(self, key_id: str, nonce: str, now: float) -> bool:
+        """Record a nonce; False when it was already seen (a replay)."""
+        with self._lock:
+            while self._seen and (next(iter(self._seen.values())) < now - 2 * MAX_SKEW_SECONDS
+                                  or len(self._seen) >= self._max):
+                self._seen.popitem(last=False)
+            k = f"{key_id}:{nonce}"
+            if k in self._seen:
+                return False
+            self._seen[k] = now
+            return True
+
+
+def verify_signature(store: Store, keyring: Keyring, nonces: NonceCache, headers: dict[str, str],
+                     method: str, path: str, body: bytes, now: float) -> tuple[ApiKey | None, str]:
+    """Check a signed request; returns ``(key, "")`` or ``(None, reason safe to show the caller)``."""
+    key_id, ts, nonce, sig = (headers.get(h, "") for h in ("x-pushwise-key", "x-pushwise-timestamp",
+                                                           "x-pushwise-nonce", "x-pushwise-signature"))
+    if not (key_id and ts and nonce and sig):
+        return None, "signed requests need X-Pushwise-Key, -Timestamp, -Nonce and -Signature headers"
+    if not ts.isdigit() or abs(now - int(ts)) > MAX_SKEW_SECONDS:
+        return None, f"X-Pushwise-Timestamp must be Unix seconds within {MAX_SKEW_SECONDS} s of the server clock"
+    if not 8 <= len(nonce) <= 64:
+        return None, "X-Pushwise-Nonce must be 8 to 64 characters"
+    found = _lookup(store, key_id) if key_id.isalnum() else None
+    if found is None:
+        return None, "invalid signature"
+    key, _, sealed = found
+    secret = keyring.decrypt(sealed, SIGNING_COLUMN)
+    expected = hmac.new(secret.encode(), _message(method, path, ts, nonce, body), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, sig):
+        return None, "invalid signature"
+    if not nonces.add(key_id, nonce, now):
+        return None, "replayed request: this nonce was already used"
+    return key, ""
+
+
+class RateLimiter:
+    """A token bucket per key: ``rate_per_second`` refill, a burst of two seconds' worth."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: ApiKey, now: float) -> bool:
+        burst = max(1.0, 2 * key.rate_per_second)
+        with self._lock:
+            level, at = self._buckets.get(key.key_id, (burst, now))
+            level = min(burst, level + (now - at) * key.rate_per_second)
+            if level < 1.0:
+                self._buckets[key.key_id] = (level, now)
+                return False
+            self._buckets[key.key_id] = (level - 1.0, now)
+            return True
+
+
+def audit(store: Store, now: datetime, key_id: str | None, action: str, target: str | None, status: int,
+          detail: str | None = None) -> None:
+    """Append one audit row. ``target`` must already be pseudonymous; never pass a token or secret."""
+    store.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", [now, key_id, action, target, status, detail])

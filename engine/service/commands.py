@@ -1,0 +1,230 @@
+"""Subcommands of the service: serve, keys, devices, backup, restore, erase.
+
+Commands that write go to the database file directly when no process holds it, and through the running
+service's API (loopback, short-lived admin key) when ``pushwise serve`` owns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.config import Settings
+from engine.errors import InputError, StoreBusyError
+
+__all__ = ["register"]
+
+
+def _direct_or_service(settings: Settings, direct: Callable[[Any], Any], via_api: Callable[[Any], Any]) -> Any:
+    from engine.service.client import running_service
+    from engine.store import Store
+
+    try:
+        store = Store(settings.db_path)
+    except StoreBusyError:
+        client = running_service(settings.db_path)
+        try:
+            return via_api(client)
+        finally:
+            client.close()
+    with store:
+        return direct(store)
+
+
+def _out(args: argparse.Namespace, payload: Any, text: str) -> None:
+    print(json.dumps(payload, indent=2, default=str) if getattr(args, "json", False) else text)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.service.runner import ServeOptions, serve
+
+    serve(settings, ServeOptions(host=args.host, port=args.port, certfile=args.cert, keyfile=args.key,
+                                 allow_remote_http=args.allow_remote_http, backup_dir=args.backup_dir or None,
+                                 backup_keep=args.backup_keep, retention_days=args.retention_days,
+                                 sandbox=args.sandbox))
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.clock import SystemClock
+    from engine.security import create_key, load_keyring
+
+    def direct(store):
+        try:
+            full, key = create_key(store, load_keyring(), args.scope, SystemClock().now(), label=args.label,
+                                   rate_per_second=args.rate)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        return {"key": full, "key_id": key.key_id, "scopes": list(key.scopes)}
+
+    made = _direct_or_service(settings, direct, lambda c: c.call(
+        "POST", "/v1/admin/keys", {"scopes": args.scope, "label": args.label, "rate_per_second": args.rate}))
+    _out(args, made, f"key {made['key_id']} ({', '.join(made['scopes'])}); shown once, store it now:\n{made['key']}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.security.crypto import default_key_file, load_keyring, write_key_file
+    from engine.service.operations import rotate_data_key
+
+    keyring = load_keyring()
+    if keyring.source != "env":
+        keyring = keyring.with_new_key()
+        write_key_file(default_key_file(), keyring)   # old keys stay listed: older backups still restore
+    done = _direct_or_service(settings, lambda s: {"current_key": keyring.current_id,
+                                                   "reencrypted": rotate_data_key(s, keyring)},
+                              lambda c: c.call("POST", "/v1/admin/rotate-data-key"))
+    note = "" if keyring.source != "env" else " (keys come from PUSHWISE_DATA_KEYS: append a new key there first)"
+    _out(args, done, f"data key now {done['current_key']}; re-encrypted {done['reencrypted']}{note}")
+    return 0
+
+
+def cmd_dashboard_password(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.security.dashboard_login import HASH_ENV, hash_password
+
+    password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 12:
+        raise InputError("the dashboard password must be at least 12 characters")
+    print(f"{HASH_ENV}='{hash_password(password)}'")
+    return 0
+
+
+def cmd_devices_register(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.clock import SystemClock
+    from engine.security import load_keyring
+    from engine.service.operations import register_device
+
+    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    body = {"user_id": args.user, "vendor": args.vendor, "token": token, "app_id": args.app_id,
+            "time_zone": args.time_zone}
+    out = _direct_or_service(
+        settings,
+        lambda s: register_device(s, load_keyring(), user_id=args.user, vendor=args.vendor, token=token,
+                                  now=SystemClock().now(), app_id=args.app_id, time_zone=args.time_zone).__dict__,
+        lambda c: c.call("POST", "/v1/devices", body))
+    _out(args, out, f"device {out['device_id']} {'registered' if out['created'] else 'refreshed'}")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    import shutil
+
+    from engine.backup import list_backups, verify_backup, write_backup
+    from engine.clock import SystemClock
+    from engine.security import load_keyring
+
+    folder = Path(args.dir).resolve()
+    keyring = load_keyring()
+
+    def via_api(client) -> dict:
+        # the service writes into its own folder only; this process (same host) moves it into DIR
+        made = client.call("POST", "/v1/admin/backup")
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / Path(made["path"]).name
+        shutil.copytree(made["path"], target)
+        verify_backup(target, keyring)
+        if args.keep > 0:
+            for old in list_backups(folder)[:-args.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        return {"path": str(target), "tables": made["tables"]}
+
+    out = _direct_or_service(
+        settings,
+        lambda s: (lambda m: {"path": str(m.path), "tables": m.row_counts})(
+            write_backup(s, folder, keyring, SystemClock().now(), keep=args.keep)),
+        via_api)
+    _out(args, out, f"backup written to {out['path']} ({sum(out['tables'].values()):,} rows, "
+                    f"{len(out['tables'])} tables, checksummed)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.backup import list_backups, restore_backup
+    from engine.security import load_keyring
+
+    folder = Path(args.dir)
+    if not (folder / "manifest.json").exists() and list_backups(folder):
+        folder = list_backups(folder)[-1]   # a backup root: the newest backup in it
+    try:
+        m = restore_backup(settings.db_path, folder, load_keyring(), force=args.force)
+    except StoreBusyError:
+        raise StoreBusyError(f"{settings.db_path} is in use; stop `pushwise serve` before restoring") from None
+    _out(args, m.row_counts, f"restored {folder.name} into {settings.db_path}: every checksum verified, "
+                             f"{sum(m.row_counts.values()):,} rows in {len(m.row_counts)} tables")
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.analytics.pseudonym import load_pseudonym_key, pseudonymise
+    from engine.clock import SystemClock
+    from engine.security import audit
+    from engine.service.operations import erase_user
+
+    def direct(store):
+        counts = erase_user(store, args.user)
+        audit(store, SystemClock().now(), None, "erase", "u:" + pseudonymise(args.user, load_pseudonym_key()), 0,
+              str(sum(counts.values())))
+        return {"deleted": counts}
+
+    out = _direct_or_service(settings, direct, lambda c: c.call("POST", "/v1/admin/erase", {"user_id": args.user}))
+    _out(args, out, "erased: " + ", ".join(f"{k}={v:,}" for k, v in out["deleted"].items())
+         + "; backups taken before now still hold this user until they rotate out")
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    print(f"pushwise {args.command}: give an action (see `pushwise {args.command} --help`)", file=sys.stderr)
+    return 2
+
+
+def register(add) -> None:
+    sp = add("serve", cmd_serve, "run the API and the scheduler (dispatch, backups, retention) in one process")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8080)
+    sp.add_argument("--cert", help="TLS certificate (PEM); with --key the API serves HTTPS")
+    sp.add_argument("--key", help="TLS private key (PEM)")
+    sp.add_argument("--allow-remote-http", action="store_true", help="plain HTTP on a non-loopback address")
+    sp.add_argument("--backup-dir", default="data/backups", help="daily backups go here ('' to disable)")
+    sp.add_argument("--backup-keep", type=int, default=7, help="daily backups kept")
+    sp.add_argument("--retention-days", type=float, default=0.0, help="purge raw events older than this (0: keep)")
+    sp.add_argument("--sandbox", action="store_true", help="dispatch to loopback vendor sandboxes")
+
+    sp = add("keys", lambda a, s: _usage(a), "API keys and the data-encryption key")
+    sub = sp.add_subparsers(dest="keys_command", metavar="ACTION")
+    kc = sub.add_parser("create", help="create an API key (printed once)")
+    kc.add_argument("--scope", action="append", required=True, choices=["send", "ingest", "admin"])
+    kc.add_argument("--label", default="")
+    kc.add_argument("--rate", type=float, default=200.0, help="requests per second allowed to this key")
+    kc.add_argument("--json", action="store_true")
+    kc.set_defaults(func=cmd_keys_create)
+    kr = sub.add_parser("rotate-data-key", help="add a new data key and re-encrypt every secret under it")
+    kr.add_argument("--json", action="store_true")
+    kr.set_defaults(func=cmd_keys_rotate)
+    kd = sub.add_parser("dashboard-password", help="hash a dashboard password read from stdin (prints the env line)")
+    kd.set_defaults(func=cmd_dashboard_password)
+
+    sp = add("devices", lambda a, s: _usage(a), "device tokens")
+    sub = sp.add_subparsers(dest="devices_command", metavar="ACTION")
+    dr = sub.add_parser("register", help="register or refresh a device token (stored encrypted)")
+    dr.add_argument("--user", required=True)
+    dr.add_argument("--vendor", required=True)
+    dr.add_argument("--token", required=True, help="the token, or '-' to read it from stdin (keeps it out of ps)")
+    dr.add_argument("--app-id", default="default")
+    dr.add_argument("--time-zone", default="UTC")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=cmd_devices_register)
+
+    sp = add("backup", cmd_backup, "write a checksummed Parquet backup of every table (works while serving)")
+    sp.add_argument("dir", metavar="DIR")
+    sp.add_argument("--keep", type=int, default=0, help="keep only the newest N backups in DIR (0: all)")
+
+    sp = add("restore", cmd_restore, "verify a backup and replace the database with it (service stopped)")
+    sp.add_argument("dir", metavar="DIR", help="a backup folder, or a folder of backups (the newest is used)")
+    sp.add_argument("--force", action="store_true", help="replace a database of another install")
+
+    sp = add("erase", cmd_erase, "erase a user's events, devices, decisions, sends and consent")
+    sp.add_argument("user", metavar="USER")

@@ -1,0 +1,161 @@
+"""The service's writes, shared by the HTTP API and the command line: devices, consent, events, erasure, purge.
+
+Each function takes the store, the inputs already validated by its caller's schema (the API's pydantic
+models, the CLI's argparse) plus the checks that need the store, and returns plain values. Device tokens
+are encrypted with the data keyring before they reach the store and are never returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from engine.config import VendorsConfig
+from engine.errors import InputError
+from engine.security.crypto import Keyring
+from engine.store import Store
+
+__all__ = ["ERASE_TABLES", "VENDORS", "check_token", "erase_user", "purge_events", "record_events",
+           "register_device", "remove_device", "rotate_data_key", "set_consent"]
+
+VENDORS: tuple[str, ...] = tuple(VendorsConfig.__dataclass_fields__)
+TOKEN_COLUMN = "devices.token"
+_APNS = re.compile(r"[0-9a-fA-F]{64}")
+_GENERIC = re.compile(r"[A-Za-z0-9_:.\-/+=]{8,4096}")
+#: Tables holding a user's personal data, erased by :func:`erase_user` (send_attempts via the sends).
+ERASE_TABLES = ("events", "devices", "decisions", "sends", "send_attempts", "consents", "users", "sim_device_truth")
+
+
+def check_token(vendor: str, token: str) -> None:
+    """Reject an unknown vendor or a token that cannot be one of that vendor's (message names the rule).
+
+    Raises:
+        InputError: with a message that never repeats the token.
+    """
+    if vendor not in VENDORS:
+        raise InputError(f"unknown vendor {vendor[:20]!r}; expected one of {', '.join(VENDORS)}")
+    if vendor == "apns" and not _APNS.fullmatch(token):
+        raise InputError("an APNs device token is 64 hexadecimal characters")
+    if vendor == "webpush" and not token.startswith("https://"):
+        raise InputError("a Web Push token is the subscription's https:// endpoint")
+    if vendor not in ("apns", "webpush") and not _GENERIC.fullmatch(token):
+        raise InputError(f"a {vendor} token is 8 to 4096 characters of letters, digits and _:.-/+=")
+
+
+@dataclass(frozen=True)
+class DeviceResult:
+    device_id: str
+    created: bool
+
+
+def register_device(store: Store, keyring: Keyring, *, user_id: str, vendor: str, token: str, now: datetime,
+                    app_id: str = "default", time_zone: str = "UTC") -> DeviceResult:
+    """Register a token, or refresh it (new owner, reactivated) when the same token is known already."""
+    check_token(vendor, token)
+    token_hash = keyring.token_hash(vendor, token)
+    device_id = "dev:" + token_hash[:24]
+    with store.transaction() as con:
+        con.execute("""INSERT OR IGNORE INTO users (user_id, country, time_zone, source, first_seen, last_seen)
+                       VALUES (?, NULL, ?, 'api', ?, ?)""", [user_id, time_zone, now, now])
+        existed = con.execute("SELECT count(*) FROM devices WHERE token_hash = ?", [token_hash]).fetchall()[0][0] > 0
+        con.execute("DELETE FROM devices WHERE token_hash = ?", [token_hash])
+        con.execute("""INSERT INTO devices (device_id, user_id, vendor, app_id, token, token_hash, active,
+                                            registered_at, simulated)
+                       VALUES (?, ?, ?, ?, ?, ?, true, ?, false)""",
+                    [device_id, user_id, vendor, app_id, keyring.encrypt(token, TOKEN_COLUMN), token_hash, now])
+    return DeviceResult(device_id, not existed)
+
+
+def remove_device(store: Store, device_id: str) -> bool:
+    """Delete a device (its planned sends are cancelled at claim time). False when it was unknown."""
+    return bool(store.execute("DELETE FROM devices WHERE device_id = ? RETURNING device_id", [device_id]).fetchall())
+
+
+def set_consent(store: Store, *, user_id: str, channel: str, message_class: str, granted: bool,
+                now: datetime) -> None:
+    """Record a consent change; a withdrawal also stops sends already planned (re-checked at claim)."""
+    with store.transaction() as con:
+        con.execute("INSERT OR REPLACE INTO consents VALUES (?, ?, ?, ?, ?, false)",
+                    [user_id, channel, message_class, granted, now])
+        if not granted:
+            con.execute("""UPDATE sends SET state = 'cancelled', last_error = 'consent withdrawn', updated_at = ?
+                           WHERE user_id = ? AND message_class = ? AND state IN ('pending', 'retry')""",
+                        [now, user_id, message_class])
+
+
+def record_events(store: Store, events: pd.DataFrame, now: datetime) -> tuple[int, int]:
+    """Append app events to ``events`` (source ``api``); a repeated client ``event_id`` is a no-op.
+
+    Args:
+        events: DataFrame[event_id (None = new), user_id, item_id, event_type, ts, properties (JSON text)].
+
+    Returns:
+        (stored, duplicates).
+    """
+    ids = [("api|id|" + e) if isinstance(e, str) and e else ("api|new|" + uuid.uuid4().hex)
+           for e in events["event_id"]]
+    frame = events.assign(event_id=[hashlib.md5(i.encode()).hexdigest() for i in ids])
+    frame = frame.drop_duplicates("event_id")
+    with store.transaction() as con:
+        con.register("pw_api_events", frame)
+        try:
+            stored = con.execute(
+                """INSERT INTO events (event_id, user_id, item_id, event_type, ts, properties, source, simulated,
+                                       ingested_at)
+                   SELECT event_id, user_id, item_id, event_type, ts, CAST(properties AS JSON), 'api', false, $now
+                   FROM pw_api_events f
+                   WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.source = 'api' AND e.event_id = f.event_id)
+                   RETURNING event_id""", {"now": now}).fetchall()
+            con.execute("""INSERT OR IGNORE INTO users (user_id, country, time_zone, source, first_seen, last_seen)
+                           SELECT user_id, NULL, 'UTC', 'api', min(ts), max(ts) FROM pw_api_events GROUP BY user_id""")
+        finally:
+            con.unregister("pw_api_events")
+    return len(stored), len(events) - len(stored)
+
+
+def erase_user(store: Store, user_id: str) -> dict[str, int]:
+    """Delete every row about ``user_id`` (right to erasure); returns rows deleted per table."""
+    counts: dict[str, int] = {}
+    with store.transaction() as con:
+        counts["send_attempts"] = len(con.execute(
+            """DELETE FROM send_attempts WHERE send_id IN (SELECT send_id FROM sends WHERE user_id = ?)
+               RETURNING send_id""", [user_id]).fetchall())
+        con.execute("""DELETE FROM sim_device_truth
+                       WHERE device_id IN (SELECT device_id FROM devices WHERE user_id = ?)""", [user_id])
+        for table in ("events", "devices", "decisions", "sends", "consents", "users"):
+            counts[table] = len(con.execute(f"DELETE FROM {table} WHERE user_id = ? RETURNING user_id",
+                                            [user_id]).fetchall())
+    return counts
+
+
+def purge_events(store: Store, now: datetime, retention_days: float) -> int:
+    """Delete raw events older than the retention; returns how many."""
+    cutoff = now - timedelta(days=retention_days)
+    return len(store.execute("DELETE FROM events WHERE ts < ? RETURNING event_id", [cutoff]).fetchall())
+
+
+def rotate_data_key(store: Store, keyring: Keyring) -> dict[str, int]:
+    """Re-encrypt every secret under the keyring's current key, in one transaction.
+
+    Returns values re-encrypted per column. Values already under the current key are left alone.
+    """
+    from engine.security.apikeys import SIGNING_COLUMN
+
+    out = {}
+    with store.transaction() as con:
+        for table, key_col, col, aad in (("devices", "device_id", "token", TOKEN_COLUMN),
+                                         ("api_keys", "key_id", "signing_secret", SIGNING_COLUMN)):
+            rows = con.execute(f"SELECT {key_col}, {col} FROM {table}").fetchall()
+            stale = [(k, v) for k, v in rows if keyring.key_id_of(v) != keyring.current_id]
+            frame = pd.DataFrame({"k": [k for k, _ in stale],
+                                  "v": [keyring.encrypt(keyring.decrypt(v, aad), aad) for _, v in stale]})
+            con.register("pw_rotate", frame)
+            con.execute(f"UPDATE {table} SET {col} = r.v FROM pw_rotate r WHERE {table}.{key_col} = r.k")
+            con.unregister("pw_rotate")
+            out[f"{table}.{col}"] = len(stale)
+    return out

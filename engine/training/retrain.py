@@ -1,0 +1,189 @@
+"""Scheduled retraining: train a challenger, judge it against the champion on the newest window, promote or not.
+
+A run at ``as_of`` trains a new ``click`` model on data before the newest label window (as
+:func:`~engine.training.click.train_click` always does), then scores the challenger and the current
+champion on the same rows of that window, which neither has seen. The challenger is promoted (the
+``models/click/CHAMPION`` pointer is rewritten) only when its AUC beats the champion's by at least
+``margin``; the first run, or a champion that cannot score the current features, promotes outright.
+Every run is recorded in ``retrain_runs`` (migration 004), promoted or not. The APScheduler wiring
+that repeats it on ``Settings.retrain_cron`` sits at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from engine.clock import Clock
+from engine.errors import ModelError
+from engine.features.base import PURCHASE_TYPES, check_as_of
+from engine.store import Store
+from engine.training.artifacts import CHAMPION_FILE, load_model
+from engine.training.base import data_end
+from engine.training.click import ClickConfig, train_click
+from engine.training.click_data import behaviour_rows
+from engine.training.metrics import auc, log_loss
+
+__all__ = ["RetrainReport", "champion_version", "crontab_trigger", "retrain", "retrain_scheduler", "set_champion"]
+
+log = logging.getLogger(__name__)
+
+MODEL = "click"
+
+
+@dataclass(frozen=True)
+class RetrainReport:
+    """One retraining run, as stored in ``retrain_runs`` (times UTC; scores are AUC on the eval window)."""
+
+    run_id: str
+    model_name: str
+    started_at: datetime
+    train_until: datetime
+    eval_start: datetime
+    eval_end: datetime
+    champion_version: str | None
+    challenger_version: str
+    metric: str
+    champion_score: float | None
+    challenger_score: float
+    margin: float
+    promoted: bool
+    reason: str
+    metrics: dict[str, Any]
+
+
+def champion_version(models_dir: str | Path, name: str = MODEL) -> str | None:
+    """The promoted version of ``name``, or None when none was ever promoted."""
+    pointer = Path(models_dir) / name / CHAMPION_FILE
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def set_champion(models_dir: str | Path, name: str, version: str) -> None:
+    """Point ``models/<name>/CHAMPION`` at ``version``, atomically (readers see the old or the new one)."""
+    root = Path(models_dir) / name
+    tmp = root / f".{CHAMPION_FILE}.tmp"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, root / CHAMPION_FILE)
+
+
+def retrain(store: Store, models_dir: str | Path, clock: Clock, *, as_of: datetime, margin: float,
+            config: ClickConfig | None = None) -> RetrainReport:
+    """Train a challenger ``click`` model as of ``as_of``, compare, maybe promote, and record the run.
+
+    Args:
+        store: the store; the run is written to its ``retrain_runs`` table.
+        models_dir: root of the model artifacts and of the ``CHAMPION`` pointers.
+        clock: version stamps and ``started_at``.
+        as_of: the data cut-off (clamped to the last purchase like every training run).
+        margin: the AUC the challenger must gain over the champion to be promoted (e.g. 0.005).
+        config: click model settings (defaults when None); its seed also seeds the eval rows.
+
+    Returns:
+        The :class:`RetrainReport` that was recorded.
+    """
+    config = config or ClickConfig()
+    started = clock.now()
+    incumbent = champion_version(models_dir) or _latest_or_none(models_dir)
+    result = train_click(store, as_of, models_dir, clock, config)
+    until = data_end(store, check_as_of(as_of), PURCHASE_TYPES)
+    eval_start = until - timedelta(days=config.data.label_days)
+    rows = behaviour_rows(store, eval_start, config.data, np.random.default_rng(config.seed))
+    y = rows["bought"].to_numpy()
+    challenger = load_model(models_dir, MODEL, result.version)
+    p_new = challenger.predict(rows)
+    metrics: dict[str, Any] = {"n_eval_rows": len(rows), "challenger": {"auc": auc(y, p_new),
+                                                                       "log_loss": log_loss(y, p_new)}}
+    champ_score = None
+    if incumbent is None:
+        promoted, reason = True, "no champion yet"
+    else:
+        try:
+            p_old = load_model(models_dir, MODEL, incumbent).predict(rows)
+        except ModelError as exc:
+            promoted, reason = True, f"champion cannot score the current features: {exc}"
+        else:
+            champ_score = auc(y, p_old)
+            metrics["champion"] = {"auc": champ_score, "log_loss": log_loss(y, p_old)}
+            gain = metrics["challenger"]["auc"] - champ_score
+            promoted = bool(gain >= margin)
+            reason = f"AUC {'+' if gain >= 0 else ''}{gain:.4f} vs margin {margin:.4f}"
+    if promoted:
+        set_champion(models_dir, MODEL, result.version)
+    report = RetrainReport(
+        run_id=f"{MODEL}/{result.version}", model_name=MODEL, started_at=started, train_until=until,
+        eval_start=eval_start, eval_end=until, champion_version=incumbent, challenger_version=result.version,
+        metric="auc", champion_score=champ_score, challenger_score=float(metrics["challenger"]["auc"]),
+        margin=margin, promoted=promoted, reason=reason, metrics=metrics,
+    )
+    _record(store, report)
+    log.info("retrain %s: %s (%s)", report.run_id, "promoted" if promoted else "kept champion", reason)
+    return report
+
+
+def _latest_or_none(models_dir: str | Path) -> str | None:
+    try:
+        return load_model(models_dir, MODEL, "latest").version
+    except ModelError:
+        return None
+
+
+def _record(store: Store, r: RetrainReport) -> None:
+    row = asdict(r)
+    row["metrics"] = json.dumps(r.metrics, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    cols = list(row)
+    store.execute(f"INSERT INTO retrain_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                  [row[c] for c in cols])
+
+
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def crontab_trigger(cron: str) -> CronTrigger:
+    """A UTC :class:`CronTrigger` with crontab's meaning of the weekday field (0 or 7 = Sunday, 1 = Monday).
+
+    APScheduler 3's ``CronTrigger.from_crontab`` reads weekday numbers as Monday = 0, so ``0 3 * * 1``
+    would fire on Tuesdays; numbers are turned into day names first (steps such as ``*/2`` expanded).
+
+    Raises:
+        ValueError: not five fields, or a field APScheduler rejects.
+    """
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ValueError(f"crontab expression needs 5 fields (minute hour day month weekday), got {cron!r}")
+    minute, hour, day, month, weekday = fields
+    weekday = ",".join(_weekday_part(part) for part in weekday.split(","))
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday, timezone=UTC)
+
+
+def _weekday_part(part: str) -> str:
+    """One comma-separated crontab weekday term in APScheduler's day names; steps are expanded."""
+    base, _, step = part.partition("/")
+    if not step:
+        return re.sub(r"[0-7]", lambda m: _WEEKDAYS[int(m.group(0))], base)
+    lo, _, hi = ("0-6" if base == "*" else base).partition("-")
+    if not (lo.isdigit() and (hi or "6").isdigit() and step.isdigit()):
+        raise ValueError(f"unsupported crontab weekday term {part!r}")
+    days = range(int(lo), int(hi or 6) + 1, int(step))
+    return ",".join(dict.fromkeys(_WEEKDAYS[d] for d in days))
+
+
+def retrain_scheduler(cron: str, job, *, scheduler: BlockingScheduler | None = None) -> BlockingScheduler:
+    """An APScheduler scheduler (not started) that calls ``job()`` on the crontab expression ``cron`` (UTC).
+
+    Raises:
+        ValueError: ``cron`` is not a valid five-field crontab expression.
+    """
+    scheduler = scheduler or BlockingScheduler(timezone=UTC)
+    scheduler.add_job(job, crontab_trigger(cron), id="retrain",
+                      max_instances=1, coalesce=True, misfire_grace_time=3600)
+    return scheduler

@@ -1,0 +1,68 @@
+"""The command line works with and without a running `pushwise serve`, never fighting it for the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.service.runner import runtime_file
+from engine.store import Store
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+TOKEN = "c0ffee" * 10 + "abcd"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWISE_")}
+    env.update(PUSHWISE_DATA_KEYS="k1:" + "44" * 32, PUSHWISE_PSEUDONYM_KEY="cli-test", XDG_CONFIG_HOME=str(tmp_path))
+    return env
+
+
+def _cli(env, db, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", "--db", str(db), *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_goes_through_the_running_service_then_directly_after_it_stops(tmp_path):
+    env, db = _env(tmp_path), tmp_path / "pw.duckdb"
+    made = _cli(env, db, "keys", "create", "--scope", "send", "--json")
+    assert made.returncode == 0, made.stderr
+    server = subprocess.Popen([sys.executable, "-m", "engine.cli", "--db", str(db), "serve", "--port", "0",
+                               "--backup-dir", ""], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not runtime_file(db).exists():
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert oct(runtime_file(db).stat().st_mode & 0o777) == "0o600"
+        reg = _cli(env, db, "devices", "register", "--user", "u1", "--vendor", "apns", "--token", "-", stdin=TOKEN)
+        assert reg.returncode == 0 and "registered" in reg.stdout, reg.stderr
+        bad = _cli(env, db, "devices", "register", "--user", "u1", "--vendor", "nokia", "--token", TOKEN)
+        assert bad.returncode == 3 and "unknown vendor" in bad.stderr and TOKEN not in bad.stderr
+        backup = _cli(env, db, "backup", str(tmp_path / "bk"), "--json")
+        assert backup.returncode == 0, backup.stderr
+        assert json.loads(backup.stdout)["tables"]["devices"] == 1
+        erased = _cli(env, db, "erase", "u1", "--json")
+        assert json.loads(erased.stdout)["deleted"]["devices"] == 1
+        busy = _cli(env, db, "restore", str(tmp_path / "bk"))
+        assert busy.returncode == 1 and "stop `pushwise serve` before restoring" in busy.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=60)
+    assert not runtime_file(db).exists()
+    assert TOKEN not in out + err
+    restored = _cli(env, db, "restore", str(tmp_path / "bk"))
+    assert restored.returncode == 0 and "every checksum verified" in restored.stdout, restored.stderr
+    with Store(db) as store:
+        assert store.execute("SELECT user_id FROM devices").fetchall() == [("u1",)]
+        revoked = store.execute("SELECT count(*) FROM api_keys WHERE label = 'service-local' AND revoked_at IS NULL")
+        assert revoked.fetchall() == [(0,)]

@@ -1,0 +1,146 @@
+"""Backups: every table round-trips equal; corrupted, partial, foreign and other-install backups are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from engine.backup import BackupError, list_backups, restore_backup, verify_backup, write_backup
+from engine.security import Keyring, create_key
+from engine.service.operations import erase_user, record_events, register_device, set_consent
+from engine.service.trigger import TriggerSpec, trigger_send
+from engine.store import Store
+
+K1 = Keyring((("k1", bytes(range(32))),))
+NOW = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+
+
+def _fill(store: Store) -> None:
+    for n, (vendor, token) in enumerate([("apns", "a" * 64), ("fcm", "f" * 40 + ":APA91b" + "x" * 60)]):
+        register_device(store, K1, user_id=f"u{n}", vendor=vendor, token=token, now=NOW, time_zone="Europe/Paris")
+        set_consent(store, user_id=f"u{n}", channel="push", message_class="marketing", granted=True, now=NOW)
+    record_events(store, pd.DataFrame({
+        "event_id": ["e1", None, None], "user_id": ["u0", "u1", "u1"], "item_id": ["mug", None, "cup"],
+        "event_type": ["view", "app_open", "purchase"],
+        "ts": pd.to_datetime(["2026-01-14T10:00Z", "2026-01-14T11:00Z", "2026-01-14T12:00Z"], utc=True),
+        "properties": ['{"a": 1}', "{}", '{"quantity": 2, "unit_price": 3.5}']}), NOW)
+    trigger_send(store, TriggerSpec(name="cart", title="{item}?", body="b", user_ids=("u0", "u1")), NOW)
+    create_key(store, K1, ["send", "ingest"], NOW)
+
+
+def _tables(store: Store) -> dict[str, pd.DataFrame]:
+    names = [r[0] for r in store.execute("SELECT table_name FROM information_schema.tables "
+                                         "WHERE table_schema = 'main' ORDER BY 1").fetchall()]
+    return {t: store.df(f"SELECT * FROM {t} ORDER BY ALL").astype(str) for t in names}
+
+
+@pytest.fixture
+def filled(tmp_path):
+    with Store(tmp_path / "a.duckdb") as store:
+        _fill(store)
+        yield store
+
+
+def test_round_trip_restores_every_table_equal(filled, tmp_path):
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    assert m.row_counts["devices"] == 2 and m.row_counts["events"] == 3 and m.row_counts["sends"] == 2
+    restored = tmp_path / "restored.duckdb"
+    restore_backup(restored, m.path, K1)
+    original = _tables(filled)
+    with Store(restored) as back:
+        copy = _tables(back)
+    assert sorted(copy) == sorted(original)
+    for table in original:
+        pd.testing.assert_frame_equal(copy[table], original[table], obj=table)
+    assert sum(len(f) for f in original.values()) >= 20
+
+
+def _corrupt(folder):
+    f = folder / "events.parquet"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+def _drop_file(folder):
+    (folder / "devices.parquet").unlink()
+
+
+def _drop_manifest(folder):
+    (folder / "manifest.json").unlink()
+
+
+def _not_ours(folder):
+    (folder / "manifest.json").write_text(json.dumps({"format": "something-else", "tables": {}}))
+
+
+def _garbled_manifest(folder):
+    (folder / "manifest.json").write_text("{not json")
+
+
+def _newer(folder):
+    m = json.loads((folder / "manifest.json").read_text())
+    m["migrations"].append("999_future.sql")
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (_corrupt, "corrupted backup: checksum of events.parquet does not match"),
+    (_drop_file, "partial backup: devices.parquet is missing"),
+    (_drop_manifest, "has no manifest.json: a partial backup"),
+    (_not_ours, "is not a Pushwise backup"),
+    (_garbled_manifest, "the manifest is corrupted"),
+    (_newer, "made by a newer Pushwise"),
+])
+def test_damaged_backups_are_refused_and_the_database_is_untouched(filled, tmp_path, damage, message):
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    damage(m.path)
+    target = tmp_path / "target.duckdb"
+    with Store(target) as t:
+        t.execute("CREATE TABLE marker (x INTEGER)")
+    with pytest.raises(BackupError, match=message):
+        restore_backup(target, m.path, K1, force=True)
+    with Store(target) as t:
+        assert t.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'marker'"
+                         ).fetchall() == [(1,)]
+
+
+def test_a_backup_encrypted_under_other_data_keys_is_refused_as_foreign(filled, tmp_path):
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    other = Keyring((("k1", bytes(32)),))
+    with pytest.raises(BackupError, match=r"foreign backup: .* data keys this install does not hold \(k1\)"):
+        verify_backup(m.path, other)
+
+
+def test_restoring_over_another_install_needs_force(filled, tmp_path):
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    other = tmp_path / "other.duckdb"
+    Store(other).close()
+    with pytest.raises(BackupError, match="belongs to another install"):
+        restore_backup(other, m.path, K1)
+    restore_backup(other, m.path, K1, force=True)
+    assert (tmp_path / "other.duckdb.before-restore").exists()
+
+
+def test_after_erase_the_next_backup_no_longer_holds_the_user(filled, tmp_path):
+    erase_user(filled, "u0")
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    for table in ("events", "devices", "decisions", "sends", "consents", "users"):
+        frame = pd.read_parquet(m.path / f"{table}.parquet")
+        assert "u0" not in set(frame["user_id"]), table
+        assert len(frame) > 0, table           # u1 is still there
+    raw = b"".join(f.read_bytes() for f in m.path.iterdir())
+    assert b"u0" not in raw.replace(b"u0 ", b"")  # nowhere in the files either
+
+
+def test_rotation_keeps_the_newest_backups(filled, tmp_path):
+    for day in range(4):
+        write_backup(filled, tmp_path / "bk", K1, NOW + timedelta(days=day), keep=2)
+    kept = list_backups(tmp_path / "bk")
+    assert [p.name[-22:-14] for p in kept] == ["20260117", "20260118"]
+    shutil.rmtree(kept[0])
+    assert len(list_backups(tmp_path / "bk")) == 1

@@ -1,0 +1,107 @@
+"""The channel contract, run over every vendor in the registry against the started sandboxes.
+
+A vendor added to ``engine.push.registry.CHANNELS`` shows up here automatically; it passes when its
+sandbox is started by ``start_sandboxes`` (so ``vendor_settings()`` enables it) and a seeded token
+helper exists (``engine.push.sandbox.new_<vendor>_token``, or the sandbox handler's ``new_token`` or
+``new_subscription``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import engine.push.sandbox as sandbox_pkg
+from engine.clock import SystemClock
+from engine.config import Settings
+from engine.domain import Outcome, PushMessage, Receipt
+from engine.push.registry import CHANNELS, channel_class
+from engine.push.sandbox import Fault, Sandboxes, start_sandboxes
+from tests.push.conftest import run
+
+VENDORS = sorted(CHANNELS)
+
+
+@pytest.fixture(scope="module")
+def boxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandboxes]:
+    with start_sandboxes(Path(tmp_path_factory.mktemp("contract"))) as started:
+        yield started
+
+
+def _token_maker(boxes: Sandboxes, vendor: str) -> Callable[[random.Random], str]:
+    handler = boxes.vendor(vendor)   # Web Push: a subscription the push service knows, on its own URL
+    maker = (getattr(sandbox_pkg, f"new_{vendor}_token", None) or getattr(handler, "new_token", None)
+             or getattr(handler, "new_subscription", None))
+    assert maker is not None, f"no seeded token helper for {vendor}: add engine.push.sandbox.new_{vendor}_token"
+    return maker  # type: ignore[no-any-return]
+
+
+def _message(vendor: str, token: str, rng: random.Random) -> PushMessage:
+    return PushMessage(send_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), vendor=vendor, token=token,
+                       title="Back in stock", body="The teapot you viewed is back", message_class="transactional")
+
+
+def _send(boxes: Sandboxes, vendor: str, messages: list[PushMessage]) -> list[Receipt]:
+    settings = Settings()
+    settings.vendors = boxes.vendor_settings()
+
+    async def go() -> list[Receipt]:
+        async with channel_class(vendor)(getattr(settings.vendors, vendor), SystemClock()) as channel:
+            return await channel.send(messages)
+    return run(go())
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_channel_contract(vendor: str, boxes: Sandboxes, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    rng = random.Random(f"contract-{vendor}")
+    new_token = _token_maker(boxes, vendor)
+    assert getattr(boxes.vendor_settings(), vendor).enabled, f"start_sandboxes does not enable {vendor}"
+    used: list[str] = []
+
+    def message() -> PushMessage:
+        used.append(new_token(rng))
+        return _message(vendor, used[-1], rng)
+
+    # 1. a message to a live token is delivered and the sandbox kept it
+    live = message()
+    (receipt,) = _send(boxes, vendor, [live])
+    assert receipt.send_id == live.send_id and receipt.outcome is Outcome.DELIVERED, receipt
+    assert live.token in {a.token for a in boxes.accepted(vendor)}
+
+    # 2. an unregistered token is INVALID_TOKEN
+    dead = message()
+    boxes.unregister(vendor, dead.token, datetime.now(UTC) - timedelta(days=1))
+    (receipt,) = _send(boxes, vendor, [dead])
+    assert receipt.outcome is Outcome.INVALID_TOKEN, receipt
+
+    # 3. an injected 5xx is retryable and carries the vendor's Retry-After
+    boxes.inject(vendor, Fault.error(503, "", retry_after=7))
+    (receipt,) = _send(boxes, vendor, [message()])
+    assert receipt.outcome in (Outcome.TRANSIENT, Outcome.RATE_LIMITED), receipt
+    assert receipt.retry_after == 7.0
+
+    # 3b. a dropped connection is transient too
+    boxes.inject(vendor, Fault.reset())
+    (receipt,) = _send(boxes, vendor, [message()])
+    assert receipt.outcome is Outcome.TRANSIENT, receipt
+
+    # 4. a mixed batch: exactly one receipt per message, in order; only the dead token is invalid
+    batch = [message() for _ in range(5)]
+    boxes.unregister(vendor, batch[2].token, datetime.now(UTC) - timedelta(days=1))
+    receipts = _send(boxes, vendor, batch)
+    assert [r.send_id for r in receipts] == [m.send_id for m in batch]
+    assert [r.outcome is Outcome.INVALID_TOKEN for r in receipts] == [False, False, True, False, False]
+    assert {r.outcome for i, r in enumerate(receipts) if i != 2} == {Outcome.DELIVERED}
+
+    # 5. no raw token in any receipt reason or log record
+    reasons = [r.reason or "" for r in receipts]
+    logged = [record.getMessage() for record in caplog.records]   # every logger, every level
+    for token in used:
+        assert not any(token in text for text in (*reasons, *logged)), f"{vendor} leaked a device token"

@@ -1,0 +1,123 @@
+"""Scheduled retraining: challenger vs champion on the newest window, promotion by margin, every run recorded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from training_setup import AS_OF, FAST_CLICK
+
+from engine.analytics import retrain_runs
+from engine.clock import FixedClock
+from engine.config import Settings
+from engine.errors import ConfigError
+from engine.store import Store
+from engine.training.artifacts import load_model
+from engine.training.click import ClickConfig
+from engine.training.retrain import champion_version, crontab_trigger, retrain, retrain_scheduler
+from engine.training.synthetic import add_shoppers
+
+WEAK = ClickConfig(num_boost_round=1, num_leaves=2, min_data_in_leaf=20)
+T0 = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def shop():
+    store = Store(":memory:")
+    add_shoppers(store, np.random.default_rng(3), n_users=100, n_items=40)
+    yield store
+    store.close()
+
+
+@pytest.mark.slow
+def test_promotes_only_a_challenger_that_wins_by_the_margin(shop, tmp_path):
+    models = tmp_path / "models"
+    first = retrain(shop, models, FixedClock(T0), as_of=AS_OF, margin=0.005, config=WEAK)
+    assert first.promoted and first.reason == "no champion yet" and first.champion_version is None
+    assert champion_version(models) == first.challenger_version
+
+    strong = retrain(shop, models, FixedClock(T0 + timedelta(hours=1)), as_of=AS_OF, margin=0.005, config=FAST_CLICK)
+    assert strong.champion_version == first.challenger_version
+    assert strong.challenger_score >= strong.champion_score + 0.005      # a 40-round model beats a stump
+    assert strong.promoted and champion_version(models) == strong.challenger_version
+
+    weak = retrain(shop, models, FixedClock(T0 + timedelta(hours=2)), as_of=AS_OF, margin=0.005, config=WEAK)
+    assert not weak.promoted and weak.challenger_score < weak.champion_score
+    assert weak.challenger_score == pytest.approx(first.challenger_score)  # same data, seed, window
+    # "latest" is the newest artifact; "champion" is what planning should use
+    assert load_model(models, "click", "latest").version == weak.challenger_version
+    assert load_model(models, "click", "champion").version == strong.challenger_version
+
+    runs = retrain_runs(shop.con, "click")
+    assert runs["challenger_version"].tolist() == [weak.challenger_version, strong.challenger_version,
+                                                  first.challenger_version]
+    assert runs["promoted"].tolist() == [False, True, True]
+    assert runs["gain"].iloc[0] == pytest.approx(weak.challenger_score - weak.champion_score)
+    assert np.isnan(runs["gain"].iloc[2])
+    # the data window is recorded: the eval window is the newest label window before the data's end
+    row = runs.iloc[0]
+    assert row["eval_end"] - row["eval_start"] == timedelta(days=14)
+    assert row["train_until"] == row["eval_end"] <= AS_OF
+    assert set(row["metrics"]) == {"n_eval_rows", "challenger", "champion"} and row["metrics"]["n_eval_rows"] > 100
+
+
+def test_champion_falls_back_to_latest_before_any_promotion(tmp_path):
+    from engine.errors import ModelError
+
+    with pytest.raises(ModelError, match="no trained model named 'click'"):
+        load_model(tmp_path, "click", "champion")
+    assert champion_version(tmp_path) is None
+
+
+def test_scheduler_fires_on_the_configured_cron():
+    calls = []
+    scheduler = retrain_scheduler("0 3 * * 1", lambda: calls.append(1))
+    job = scheduler.get_jobs()[0]
+    thursday = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
+    assert job.trigger.get_next_fire_time(None, thursday) == datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    job.func()
+    assert calls == [1]
+    with pytest.raises(ValueError):
+        retrain_scheduler("every monday", lambda: None)
+
+
+@pytest.mark.parametrize(("weekday", "expected_day"), [("1", 7), ("0", 6), ("7", 6), ("4", 10), ("1-2", 7),
+                                                       ("5,6", 4), ("*", 4), ("*/2", 5), ("1-5/2", 4)])
+def test_crontab_weekday_numbers_mean_what_cron_means(weekday, expected_day):
+    # Thursday 2026-12-03 18:00 UTC; cron 1 = Monday (APScheduler's own numbering would say Tuesday)
+    trigger = crontab_trigger(f"0 3 * * {weekday}")
+    nxt = trigger.get_next_fire_time(None, datetime(2026, 12, 3, 18, 0, tzinfo=UTC))
+    assert nxt == datetime(2026, 12, expected_day, 3, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("retrain_cron", "0 3 * *", "retrain_cron must have 5 fields (minute hour day month weekday), got '0 3 * *'"),
+    ("promotion_margin", -0.1, "promotion_margin must be in [0, 1), got -0.1"),
+])
+def test_settings_validate_retraining_fields(field, value, message):
+    settings = Settings()
+    setattr(settings, field, value)
+    with pytest.raises(ConfigError) as exc:
+        settings.validate()
+    assert message in str(exc.value)
+
+
+@pytest.mark.slow
+def test_cli_retrain_once_records_a_promoted_first_run(tmp_path, monkeypatch, capsys):
+    import json
+
+    from engine.cli import main
+
+    db = tmp_path / "pw.duckdb"
+    with Store(str(db)) as store:
+        add_shoppers(store, np.random.default_rng(3), n_users=60, n_items=30)
+    monkeypatch.setenv("PUSHWISE_DB_PATH", str(db))
+    monkeypatch.setenv("PUSHWISE_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("PUSHWISE_PROMOTION_MARGIN", "0.01")
+    assert main(["retrain", "--once", "--as-of", AS_OF.isoformat()]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["promoted"] is True and out["margin"] == 0.01 and out["reason"] == "no champion yet"
+    assert champion_version(tmp_path / "models") == out["challenger_version"]
+    with Store(str(db)) as store:
+        assert retrain_runs(store.con)["run_id"].tolist() == [out["run_id"]]
