@@ -80,7 +80,7 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
 
     Returns ``states`` (sends per state), ``ticks``, ``real_seconds``.
     """
-    from engine.dispatch import Dispatcher, RetryPolicy
+    from engine.dispatch import Dispatcher
     from engine.push.registry import build_channels
     from engine.schedule.jobs import run_dispatch
 
@@ -91,7 +91,6 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
         clock: Clock = SimulatedClock(first or SystemClock().now(), timedelta(seconds=speed * TICK_SECONDS))
     else:
         clock = SystemClock()
-    policy = RetryPolicy(max_attempts=settings.max_attempts, max_total_seconds=settings.max_retry_delay_seconds)
     with ExitStack() as stack:
         vendors = settings.vendors
         if sandbox:
@@ -111,8 +110,7 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
         async def go():
             channels = build_channels(run_settings.validate(), clock)
             try:
-                dispatcher = Dispatcher(store, channels, clock, policy, settings.dispatch_batch_size,
-                                        seed=settings.seed)
+                dispatcher = Dispatcher.from_settings(store, channels, clock, run_settings)
 
                 def on_tick(report) -> None:
                     done = sum(v for k, v in report.states.items() if k != "retry")

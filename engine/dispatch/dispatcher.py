@@ -66,6 +66,7 @@ class Dispatcher:
         self.store = store
         self.limits = limits or VendorLimits({})
         self.fallback = dict(fallback or {})
+        self.keyring = None   # decrypts device tokens; None: the default keyring, loaded once
         self.channels = channels
         self.clock = clock
         self.policy = policy or RetryPolicy()
@@ -76,6 +77,19 @@ class Dispatcher:
         if self.recovered:
             log.warning("recovered %d sends left in flight by a previous run; resending with the same ids",
                         self.recovered)
+
+    @classmethod
+    def from_settings(cls, store: Store, channels: dict[str, PushChannel], clock: Clock, settings,
+                      keyring=None) -> Dispatcher:
+        """The dispatcher every entry point uses (demo, runner, service): retry bounds, batch size,
+        per-vendor rate limits and fallback routes all from ``settings``."""
+        from engine.dispatch.ratelimit import VendorLimits
+
+        policy = RetryPolicy(max_attempts=settings.max_attempts, max_total_seconds=settings.max_retry_delay_seconds)
+        d = cls(store, channels, clock, policy, settings.dispatch_batch_size, seed=settings.seed,
+                limits=VendorLimits.from_settings(settings.vendors, sorted(channels)), fallback=settings.fallback)
+        d.keyring = keyring
+        return d
 
     async def tick(self) -> TickReport:
         """Claim, send and record one batch of due sends."""
@@ -89,7 +103,12 @@ class Dispatcher:
         active = [v for v in active if granted.get(v, 1) > 0]
         if not active:
             return TickReport()
-        claimed = claim_due(self.store, now, self.batch_size, vendors=active, vendor_limits=granted or None)
+        if self.keyring is None:
+            from engine.security.crypto import load_keyring
+
+            self.keyring = load_keyring()
+        claimed = claim_due(self.store, now, self.batch_size, vendors=active, vendor_limits=granted or None,
+                            keyring=self.keyring)
         self.limits.refund(granted, claimed["vendor"].value_counts().to_dict() if len(claimed) else {})
         if claimed.empty:
             return TickReport()

@@ -18,7 +18,6 @@ from engine.clock import SystemClock
 from engine.config import Settings, VendorsConfig, load_settings
 from engine.dispatch.backoff import RetryPolicy
 from engine.dispatch.dispatcher import Dispatcher
-from engine.dispatch.ratelimit import VendorLimits
 from engine.store import Store
 
 __all__ = ["main", "run_until_idle", "write_vendor_config"]
@@ -52,9 +51,8 @@ async def run_until_idle(store: Store, settings: Settings, policy: RetryPolicy, 
     clock = SystemClock()
     channels = build_channels(settings.validate(), clock)
     try:
-        dispatcher = Dispatcher(store, channels, clock, policy, batch_size, seed=settings.seed,
-                                limits=VendorLimits.from_settings(settings.vendors, sorted(channels)),
-                                fallback=settings.fallback)
+        dispatcher = Dispatcher.from_settings(store, channels, clock, settings)
+        dispatcher.policy, dispatcher.batch_size = policy, batch_size
         run = await run_dispatch(dispatcher, clock, interval_seconds=0.005, timeout_seconds=timeout_seconds)
         return run.claimed
     finally:

@@ -87,7 +87,7 @@ def _write_runtime(path: Path, url: str, admin_key: str, cafile: str | None) -> 
 
 
 async def _run(settings: Settings, opts: ServeOptions, store: Store, stack: ExitStack) -> None:
-    from engine.dispatch import Dispatcher, RetryPolicy
+    from engine.dispatch import Dispatcher
     from engine.push.registry import build_channels
     from engine.service.operations import purge_events
 
@@ -103,9 +103,7 @@ async def _run(settings: Settings, opts: ServeOptions, store: Store, stack: Exit
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pushwise-sandbox-")))
         vendors = stack.enter_context(start_sandboxes(workdir, clock=clock)).vendor_settings()
     channels = build_channels(Settings(**{**settings.__dict__, "vendors": vendors}).validate(), clock)
-    dispatcher = Dispatcher(store, channels, clock, RetryPolicy(max_attempts=settings.max_attempts,
-                            max_total_seconds=settings.max_retry_delay_seconds), settings.dispatch_batch_size,
-                            seed=settings.seed)
+    dispatcher = Dispatcher.from_settings(store, channels, clock, settings, keyring=keyring)
     store.execute("UPDATE api_keys SET revoked_at = ? WHERE label = 'service-local' AND revoked_at IS NULL",
                   [clock.now()])   # left by a service that crashed
     admin_key, made = create_key(store, keyring, ["admin"], clock.now(), label="service-local",
