@@ -9,7 +9,6 @@ import httpx
 from engine.clock import Clock
 from engine.config import Settings
 from engine.errors import ConfigError
-from engine.push.apns import ApnsChannel
 from engine.push.base import PushChannel
 from engine.push.fcm import FcmChannel
 
@@ -18,7 +17,7 @@ __all__ = ["CHANNELS", "build_channels", "channel_class"]
 #: One line per vendor; the key is the ``[vendors.<key>]`` config section and ``PushMessage.vendor``.
 #: Vendors given as "module:Class" are imported only when enabled.
 CHANNELS: dict[str, type[PushChannel] | str] = {
-    "apns": ApnsChannel,
+    "apns": "engine.push.lean_apns:LeanApnsChannel",   # h2 directly: exact GOAWAY handling (decision 005)
     "fcm": FcmChannel,
     "huawei": "engine.push.huawei:HuaweiChannel",
     "honor": "engine.push.honor:HonorChannel",

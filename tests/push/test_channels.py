@@ -235,7 +235,9 @@ def test_registry_builds_only_enabled_vendors(apns_config, fcm_config, fixed):
             await ch.aclose()
         return kinds
 
-    assert run(go()) == {"apns": ApnsChannel, "fcm": FcmChannel}
+    from engine.push.lean_apns import LeanApnsChannel
+
+    assert run(go()) == {"apns": LeanApnsChannel, "fcm": FcmChannel}
 
 
 def test_registry_fails_fast_on_incomplete_sections(fixed):
