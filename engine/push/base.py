@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from engine.domain import Outcome, PushMessage, Receipt
 from engine.errors import AuthError, PushError
 
 __all__ = [
+    "http_throttle_wins",
     "TRANSPORT_OUTCOMES",
     "BatchChannel",
     "HttpChannel",
@@ -376,3 +378,23 @@ class BatchChannel(PushChannel):
     @abc.abstractmethod
     def _needs_refresh(self, receipts: Sequence[Receipt]) -> bool:
         """Whether the answer says the credential expired (refresh and retry once)."""
+
+
+def http_throttle_wins(parse):
+    """Decorate a vendor's ``parse_response(status, headers, body, batch, now)``: an HTTP 429 or 503 is a
+    throttle whatever business code rides along in the body (vendors put generic parameter codes
+    there), so such receipts become RATE_LIMITED unless the body already said rate limit, quota or
+    a transient fault. Found by the soak benchmark (Honor); applied to every business-code vendor."""
+    import functools
+
+    keep = (Outcome.RATE_LIMITED, Outcome.QUOTA_EXHAUSTED, Outcome.TRANSIENT)
+
+    @functools.wraps(parse)
+    def wrapper(status, *args, **kwargs):
+        receipts = parse(status, *args, **kwargs)
+        if status not in (429, 503):
+            return receipts
+        return [r if r.outcome in keep else dataclasses.replace(r, outcome=Outcome.RATE_LIMITED)
+                for r in receipts]
+
+    return wrapper

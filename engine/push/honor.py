@@ -18,7 +18,7 @@ from engine.clock import Clock
 from engine.config import HonorConfig
 from engine.domain import Outcome, PushMessage, Receipt
 from engine.push.auth import ClientCredentialsTokenProvider
-from engine.push.base import BatchChannel, json_object, parse_retry_after, tls_context
+from engine.push.base import BatchChannel, http_throttle_wins, json_object, parse_retry_after, tls_context
 
 __all__ = [
     "CODES",
@@ -97,6 +97,7 @@ def build_request(batch: Sequence[PushMessage], app_id: str, now: datetime) -> t
     return f"/api/v1/{app_id}/sendMessage", headers, body
 
 
+@http_throttle_wins
 def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: Sequence[PushMessage],
                    now: datetime | None = None) -> list[Receipt]:
     """Classify one answer into one Receipt per message of ``batch`` through `CODES`.

@@ -19,7 +19,7 @@ from engine.clock import Clock
 from engine.config import HuaweiConfig
 from engine.domain import Outcome, PushMessage, Receipt
 from engine.push.auth import ClientCredentialsTokenProvider
-from engine.push.base import BatchChannel, json_object, parse_retry_after, tls_context
+from engine.push.base import BatchChannel, http_throttle_wins, json_object, parse_retry_after, tls_context
 
 __all__ = [
     "CATEGORIES",
@@ -124,6 +124,7 @@ def illegal_tokens(msg: object) -> set[str]:
     return found
 
 
+@http_throttle_wins
 def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: Sequence[PushMessage],
                    now: datetime | None = None) -> list[Receipt]:
     """Classify one answer into one Receipt per message of ``batch`` through `CODES`.

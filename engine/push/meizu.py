@@ -21,7 +21,14 @@ import httpx
 from engine.clock import Clock
 from engine.config import MeizuConfig
 from engine.domain import Outcome, PushMessage, Receipt
-from engine.push.base import BatchChannel, json_object, parse_retry_after, tls_context, transport_receipt
+from engine.push.base import (
+    BatchChannel,
+    http_throttle_wins,
+    json_object,
+    parse_retry_after,
+    tls_context,
+    transport_receipt,
+)
 
 __all__ = ["CLASSES", "CODES", "PUSH_PATH", "MeizuChannel", "build_request", "parse_response", "sign"]
 
@@ -101,6 +108,7 @@ def _per_token(value: Any) -> dict[str, str]:
     return out
 
 
+@http_throttle_wins
 def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: Sequence[PushMessage],
                    now: datetime) -> list[Receipt]:
     """One Receipt per message (pure): HTTP status, then the string ``code``, then ``value`` per token."""

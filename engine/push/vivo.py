@@ -25,7 +25,14 @@ from engine.config import VivoConfig
 from engine.domain import Outcome, PushMessage, Receipt
 from engine.errors import AuthError, PushError
 from engine.push.auth import fingerprint
-from engine.push.base import BatchChannel, json_object, parse_retry_after, tls_context, transport_receipt
+from engine.push.base import (
+    BatchChannel,
+    http_throttle_wins,
+    json_object,
+    parse_retry_after,
+    tls_context,
+    transport_receipt,
+)
 
 __all__ = ["CLASSES", "CODES", "REFRESH_CODES", "VivoAuth", "VivoChannel", "auth_body", "build_list_request",
            "build_payload_request", "build_single_request", "invalid_users", "parse_response"]
@@ -142,6 +149,7 @@ def _code(value: Any) -> int | None:
         return None
 
 
+@http_throttle_wins
 def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: Sequence[PushMessage],
                    now: datetime) -> list[Receipt]:
     """One Receipt per message for a ``send`` or ``pushToList`` answer (pure).

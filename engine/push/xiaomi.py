@@ -17,7 +17,7 @@ import httpx
 from engine.clock import Clock
 from engine.config import XiaomiConfig
 from engine.domain import Outcome, PushMessage, Receipt
-from engine.push.base import BatchChannel, json_object, parse_retry_after, tls_context
+from engine.push.base import BatchChannel, http_throttle_wins, json_object, parse_retry_after, tls_context
 
 __all__ = [
     "CHANNEL_IDS",
@@ -104,6 +104,7 @@ def build_request(batch: Sequence[PushMessage], package_name: str) -> tuple[str,
             urlencode(form).encode())
 
 
+@http_throttle_wins
 def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: Sequence[PushMessage],
                    now: datetime | None = None) -> list[Receipt]:
     """Classify one answer into one Receipt per message of ``batch`` through `CODES`.

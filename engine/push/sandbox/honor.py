@@ -78,7 +78,10 @@ class HonorSandbox(VendorSandbox):
     def _error(self, status: int, reason: str, target: str) -> Response:
         if target == "token":
             return Response.json(status, {"error": reason or "server_error", "error_description": "injected"})
-        code = int(reason) if reason.isdigit() else (81000001 if status >= 500 else 80100001)
+        if reason.isdigit():
+            code = int(reason)
+        else:
+            code = 81000001 if status >= 500 else RATE_CODE if status == 429 else 80100001
         return _answer(status, code, "injected")
 
     def _route(self, request: Request) -> Response:
