@@ -213,11 +213,28 @@ def command_modules() -> list:
     return found
 
 
+#: Wire-level loggers of the HTTP stack: at DEBUG they print request paths and headers, which hold
+#: device tokens (APNs puts the token in the path). They stay at WARNING even with -v.
+WIRE_LOGGERS = ("hpack", "h2", "h11", "httpcore", "httpx")
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log to stderr; -v for debug. Every record goes through the token mask, whichever logger made it."""
+    from engine.push.base import TokenMask
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, TokenMask) for f in handler.filters):
+            handler.addFilter(TokenMask())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         settings = load_settings(args.config)
         if args.db:
@@ -233,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pushwise: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `pushwise … | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

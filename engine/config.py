@@ -260,7 +260,17 @@ def _coerce(value: Any, kind: type, name: str) -> Any:
             raise ValueError(value)
         return kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}") from None
+        kinds = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        raise ConfigError(f"{name} must be {kinds.get(kind, kind.__name__)}, got {value!r}") from None
+
+
+#: PUSHWISE_* environment variables that are read by other parts of Pushwise, not settings of this root:
+#: they are skipped here instead of failing as unknown settings.
+ENV_NOT_SETTINGS = frozenset({
+    "PUSHWISE_CONFIG",                     # which TOML file to read
+    "PUSHWISE_DASHBOARD_PASSWORD_HASH",    # dashboard login (engine.security.dashboard_login)
+    "PUSHWISE_SCREENSHOT_DIR",             # where the screenshot test keeps its PNGs
+})
 
 
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -283,7 +293,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     for key, value in env.items():
-        if not key.startswith("PUSHWISE_") or key == "PUSHWISE_CONFIG":
+        if not key.startswith("PUSHWISE_") or key in ENV_NOT_SETTINGS:
             continue
         parts = key[len("PUSHWISE_"):].lower().split("__")
         nested: dict[str, Any] = {}

@@ -40,7 +40,7 @@ def test_invalid_campaign_exits_3_naming_the_field(tmp_path, capsys):
 def test_config_errors_exit_1(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PUSHWISE_MAX_ATTEMPTS", "lots")
     assert main(["--db", str(tmp_path / "p.duckdb"), "seed-devices"]) == 1
-    assert "PUSHWISE_MAX_ATTEMPTS: max_attempts must be a int, got 'lots'" in capsys.readouterr().err
+    assert "PUSHWISE_MAX_ATTEMPTS: max_attempts must be an integer, got 'lots'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["ingest", "train", "plan", "dispatch", "demo", "sandbox", "seed-devices"])
@@ -49,3 +49,28 @@ def test_every_subcommand_has_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert "usage: pushwise" in capsys.readouterr().out
+
+
+def test_verbose_dispatch_logs_never_show_a_device_token():
+    """-v turns on debug logs; the HTTP stack's wire loggers (hpack prints APNs paths) must stay token-free."""
+    import io
+    import logging
+
+    from engine.cli import configure_logging
+
+    token = "3bf449fd" * 8  # an APNs token: 64 hex characters
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root.addHandler(handler)
+    try:
+        configure_logging(verbose=True)  # masks on every root handler, whichever logger emits
+        logging.getLogger("hpack.table").warning("Evicting b':path': b'/3/device/%s'", token)
+        logging.getLogger("engine.anything").warning("sending to %s", token)
+        logging.getLogger("hpack.table").debug("debug line with %s", token)
+    finally:
+        root.removeHandler(handler)
+    text = stream.getvalue()
+    assert token not in text
+    assert text.count("<masked:") == 2   # the hpack DEBUG line is not emitted at all
+    assert logging.getLogger("hpack").level == logging.WARNING

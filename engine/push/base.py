@@ -29,6 +29,7 @@ from engine.domain import Outcome, PushMessage, Receipt
 from engine.errors import AuthError, PushError
 
 __all__ = [
+    "TokenMask",
     "http_throttle_wins",
     "TRANSPORT_OUTCOMES",
     "BatchChannel",
@@ -143,11 +144,13 @@ def tls_context(ca_file: str) -> ssl.SSLContext:
 
 #: Third-party loggers that print request lines or headers: the APNs path and Web Push endpoints hold
 #: device tokens, and headers hold bearer tokens (httpx logs the URL at INFO, hpack headers at DEBUG).
-_WIRE_LOGGERS = ("httpx", "httpcore.http11", "httpcore.http2", "httpcore.connection", "hpack.hpack")
+#: A logger's filter does not see its children's records, so every emitting child is listed.
+_WIRE_LOGGERS = ("httpx", "httpcore", "httpcore.http11", "httpcore.http2", "httpcore.connection",
+                 "hpack", "hpack.hpack", "hpack.table", "h2", "h2.connection")
 _TOKENISH = re.compile(r"[A-Za-z0-9_\-+=%]{32,}")
 
 
-class _MaskTokens(logging.Filter):
+class TokenMask(logging.Filter):
     """Replaces every token-like run (32+ characters) in a record with a short fingerprint."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -161,7 +164,7 @@ class _MaskTokens(logging.Filter):
         return True
 
 
-_MASK = _MaskTokens()
+_MASK = TokenMask()
 
 
 def mask_wire_logs() -> None:
