@@ -156,6 +156,19 @@ def _number(table: dict, key: str, where: str, kind: type, lo: float, hi: float,
     return kind(value)
 
 
+_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+#: Slot values used to check at load time that every template renders.
+_SAMPLE_SLOTS = {"item_name": "Red Mug", "price": 2.5, "currency": "£", "category": "mugs", "campaign": "c"}
+#: The keys each table may hold; a typo fails with its name instead of being ignored.
+SECTION_KEYS = {
+    "audience": {"source", "active_within_days", "min_purchases", "countries"},
+    "candidates": {"rule", "items", "max_candidates"},
+    "schedule": {"window_start", "window_days", "quiet_hours", "send_time", "fixed_hour"},
+    "limits": {"frequency_cap", "frequency_days", "holdout_share"},
+    "policy": {"epsilon"},
+}
+
+
 def parse_campaign(spec: dict[str, Any]) -> Campaign:
     """Validate a campaign given as a dict (the parsed TOML) and return it frozen."""
     known = {"name", "id", "message_class", "as_of", "audience", "candidates", "templates", "schedule", "limits", "policy",
@@ -167,6 +180,9 @@ def parse_campaign(spec: dict[str, Any]) -> Campaign:
     if not isinstance(name, str) or not name.strip():
         raise CampaignError("campaign needs a non-empty name")
     cid = str(spec.get("id") or re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))
+    if not _ID.fullmatch(cid):
+        raise CampaignError(f"id must be 1-64 characters of a-z, 0-9, '.', '_' or '-' starting with a letter or "
+                            f"digit, got {cid!r}")
     mclass = spec.get("message_class", "marketing")
     if mclass not in MESSAGE_CLASSES:
         raise CampaignError(f"message_class must be one of {sorted(MESSAGE_CLASSES)}, got {mclass!r}")
@@ -183,15 +199,17 @@ def parse_campaign(spec: dict[str, Any]) -> Campaign:
         if bad:
             raise CampaignError(f"{where} uses unknown slot(s) {', '.join(sorted(bad))}; "
                                 f"available: {', '.join(sorted(TEMPLATE_SLOTS))}")
+        for part in ("title", "body"):
+            try:  # a bad format spec ({price:.2z}) must fail here, not while planning
+                t[part].format_map(_SAMPLE_SLOTS)
+            except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+                raise CampaignError(f"{where}.{part} cannot be rendered: {exc}") from None
         templates.append(Template(str(t.get("id", f"t{i}")), t["title"], t["body"]))
     if len({t.template_id for t in templates}) != len(templates):
         raise CampaignError("template ids must be unique")
 
-    aud = spec.get("audience", {})
-    cand = spec.get("candidates", {})
-    sched = spec.get("schedule", {})
-    lim = spec.get("limits", {})
-    pol = spec.get("policy", {})
+    aud, cand, sched, lim, pol = (_section(spec.get(n, {}), n, SECTION_KEYS[n])
+                                 for n in ("audience", "candidates", "schedule", "limits", "policy"))
     items = cand.get("items", [])
     if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
         raise CampaignError("candidates.items must be a list of item ids (strings)")

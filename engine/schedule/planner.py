@@ -134,6 +134,11 @@ def plan_campaign(
     as_of = as_of or campaign.as_of or now
     existing = store.scalar("SELECT count(*) FROM decisions WHERE campaign_id = ?", [campaign.campaign_id])
     if existing:
+        stored = store.scalar("SELECT CAST(spec AS VARCHAR) FROM campaigns WHERE campaign_id = ?",
+                              [campaign.campaign_id])
+        if stored is not None and json.loads(stored) != json.loads(json.dumps(campaign.spec, default=str)):
+            raise CampaignError(f"campaign {campaign.campaign_id!r} was already planned from a different file; "
+                                "give the changed campaign a new id to plan it")
         return PlanReport(campaign.campaign_id, int(existing), 0, 0, already_planned=True)
 
     audience = _audience(store, campaign, as_of)

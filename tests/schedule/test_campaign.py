@@ -42,3 +42,19 @@ def test_quiet_hours_wrap_midnight():
     c = parse_campaign(BASE | {"schedule": {"quiet_hours": ["22:30", "07:00"]}})
     assert [c.in_quiet_hours(time(h, m)) for h, m in [(22, 29), (22, 30), (3, 0), (6, 59), (7, 0)]] == [
         False, True, True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"templates": [{"title": "x", "body": "{price:.2z}"}]},
+         r"templates\[0\].body cannot be rendered: Unknown format code 'z'"),
+        ({"audience": {"activ_within_days": 10}}, "unknown audience keys: activ_within_days"),
+        ({"limits": {"holdout": 0.2}}, "unknown limits keys: holdout"),
+        ({"id": "winter favourites!!/../x"}, "id must be 1-64 characters"),
+        ({"schedule": "soon"}, r"\[schedule\] must be a table"),
+    ],
+)
+def test_mistakes_found_by_a_new_user_fail_at_load_time(patch, message):
+    with pytest.raises(CampaignError, match=message):
+        parse_campaign(BASE | patch)

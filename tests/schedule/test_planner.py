@@ -100,3 +100,13 @@ def test_holdout_assignment_is_stable_and_near_its_share():
     a = assign_holdout("camp", users, 0.1)
     assert (a == assign_holdout("camp", users[::-1], 0.1)[::-1]).all()
     assert 0.095 < a.mean() < 0.105
+
+
+def test_a_changed_campaign_file_with_a_planned_id_is_refused(store, population, clock):
+    from engine.errors import CampaignError
+
+    plan_campaign(store, parse_campaign(SPEC), chooser, ranker, clock=clock)
+    changed = parse_campaign(SPEC | {"limits": {"holdout_share": 0.5}})
+    with pytest.raises(CampaignError, match="already planned from a different file; give the changed campaign a new id"):
+        plan_campaign(store, changed, chooser, ranker, clock=clock)
+    assert store.count("decisions") == 40
