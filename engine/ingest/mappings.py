@@ -28,7 +28,6 @@ all there are. Event identity is explained in docs/decisions/002-event-identity.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -186,7 +185,9 @@ OPEN_BANDIT_COLUMNS = {"timestamp", "item_id", "position", "click", "propensity_
 
 
 def _policy_from_path(path: str) -> str:
-    parts = re.split(r"[\\/]", path.lower())
+    from pathlib import Path
+
+    parts = [p.lower() for p in Path(path).resolve().parts]  # `cd random && ingest all.csv` still says random
     for name in ("random", "bts"):
         if name in parts:
             return name
@@ -237,7 +238,9 @@ def _open_bandit_events(good: str) -> str:
 
 
 def _open_bandit_event_id(occurrence: str) -> str:
-    return "md5('open_bandit|' || policy || '|' || concat_ws('|', ts, item, position, kind))"
+    # The impression itself (microsecond time, item, slot) is the identity: the same log copied to a
+    # folder that does not name its policy must still deduplicate.
+    return "md5('open_bandit|' || concat_ws('|', ts, item, position, kind))"
 
 
 def _open_bandit_derive(con: duckdb.DuckDBPyConnection, file_events: str, first_load: bool) -> None:

@@ -216,3 +216,19 @@ def test_unusable_files_get_a_clear_error(store, tmp_path, content, kwargs, mess
     with pytest.raises(InputError, match=message):
         ingest_path(store, path, **kwargs)
     assert store.count("events") == 0
+
+
+def test_open_bandit_policy_comes_from_the_real_folder_and_copies_deduplicate(store, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(DATA / "open_bandit" / "random")
+    first = ingest_path(store, "all.csv")          # a relative path: the folder still names the policy
+    assert store.scalar("SELECT DISTINCT properties->>'policy' FROM events") == "random"
+    copy = tmp_path / "elsewhere" / "log_plus.csv"  # the same log under a folder that names no policy
+    copy.parent.mkdir()
+    shutil.copy(DATA / "open_bandit" / "random" / "all.csv", copy)
+    with copy.open("a") as fh:
+        fh.write(",2019-11-30 23:59:59.000001+00:00,3,1,0,0.0125,a,b,c,d\n")
+    second = ingest_path(store, copy)
+    assert second.events_loaded == 1 and second.events_duplicate == first.events_loaded
+    assert store.count("events") == first.events_loaded + 1
