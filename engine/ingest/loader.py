@@ -26,7 +26,7 @@ import duckdb
 
 from engine.clock import Clock, SystemClock
 from engine.ingest.mappings import Columns, Mapping, choose_mapping
-from engine.ingest.readers import describe, detect_format, numbered_sql, quote_ident, sql_str
+from engine.ingest.readers import REJECTS, describe, detect_format, numbered_sql, quote_ident, sql_str
 from engine.store import Store
 
 __all__ = ["IngestReport", "file_sha256", "ingest_path"]
@@ -114,7 +114,49 @@ def _checked(con: duckdb.DuckDBPyConnection, mapping: Mapping, path: Path, kind:
         return f"({checked})"
     # Every step reads the rows again: parse and type text once.
     con.execute(f"CREATE OR REPLACE TEMP TABLE {CHECKED} AS {checked}")
+    if kind == "csv":
+        _unparsed_lines(con, mapping.name, path, columns)
     return CHECKED
+
+
+def _unparsed_lines(con: duckdb.DuckDBPyConnection, mapping: str, path: Path, columns: Columns) -> None:
+    """Lines DuckDB could not parse (too many fields, bad quoting) join the checked rows as bad rows.
+
+    ``row_number() OVER ()`` numbered only the parsed lines, so rows after a rejected line are first
+    renumbered to their true position in the file.
+    """
+    try:
+        rejected = con.execute(
+            f"""SELECT line - 1 AS row, first(error_message ORDER BY column_idx) AS why, first(csv_line) AS text
+                FROM {REJECTS} GROUP BY line ORDER BY line""").fetchall()
+    except duckdb.CatalogException:
+        return
+    con.execute(f"DELETE FROM {REJECTS}")
+    if not rejected:
+        return
+    bad = [r[0] for r in rejected]
+    total = con.execute(f"SELECT count(DISTINCT __row) FROM {CHECKED}").fetchone()[0] + len(bad)
+    con.execute(
+        f"""UPDATE {CHECKED} SET __row = m.t
+            FROM (SELECT row_number() OVER (ORDER BY g) AS i, g AS t FROM range(1, $n + 1) r(g)
+                  WHERE NOT list_contains($bad, g)) m
+            WHERE {CHECKED}.__row = m.i""",
+        {"n": total, "bad": bad},
+    )
+    names = [c for c, _ in columns]
+    for row, why, text in rejected:
+        con.execute(
+            f"""INSERT INTO {CHECKED} BY NAME
+                SELECT ? AS __row, ? AS reason, {_src_struct(names)} AS __src""",
+            [row, f"unparseable CSV line: {why}", text],
+        )
+
+
+def _src_struct(names: list[str]) -> str:
+    """The quarantine's raw value for an unparseable line: the line itself under the first column."""
+    first = quote_ident(names[0]) if names else '"line"'
+    rest = ", ".join(f"{quote_ident(n)} := NULL::VARCHAR" for n in names[1:])
+    return f"struct_pack({first} := CAST(? AS VARCHAR){', ' + rest if rest else ''})"
 
 
 def _load(con: duckdb.DuckDBPyConnection, mapping: Mapping, checked: str, path: Path,

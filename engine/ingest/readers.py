@@ -8,7 +8,7 @@ import duckdb
 
 from engine.errors import InputError
 
-__all__ = ["FORMATS", "detect_format", "describe", "numbered_sql", "quote_ident", "reader_sql", "sql_str"]
+__all__ = ["REJECTS", "FORMATS", "detect_format", "describe", "numbered_sql", "quote_ident", "reader_sql", "sql_str"]
 
 FORMATS = ("csv", "parquet", "jsonl")
 
@@ -42,6 +42,10 @@ def detect_format(path: Path, fmt: str | None) -> str:
     return found
 
 
+#: Temp table where DuckDB records the CSV lines it could not parse (one row per error).
+REJECTS = "pw_csv_rejects"
+
+
 def reader_sql(path: Path, fmt: str) -> str:
     """A table expression reading ``path``.
 
@@ -52,7 +56,10 @@ def reader_sql(path: Path, fmt: str) -> str:
     if fmt == "parquet":
         return f"read_parquet({p})"
     if fmt == "csv":
-        return f"read_csv({p}, header=true, all_varchar=true, strict_mode=false, null_padding=true)"
+        # strict: a line with too many fields is an error, not silently cut; store_rejects keeps such
+        # lines (with DuckDB's reason) in temp tables that the loader quarantines.
+        return (f"read_csv({p}, header=true, all_varchar=true, strict_mode=true, "
+                f"store_rejects=true, rejects_table='{REJECTS}', rejects_scan='{REJECTS}_scan')")
     return f"read_json({p}, format='newline_delimited', ignore_errors=false)"
 
 
@@ -71,8 +78,12 @@ def numbered_sql(path: Path, fmt: str, columns: list[tuple[str, str]]) -> str:
 
 def describe(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> list[tuple[str, str]]:
     """The (column name, DuckDB type) pairs of the file, or a clear InputError when unreadable."""
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give the files in it one by one (or a shell glob)")
     if not path.is_file():
         raise InputError(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty")
     try:
         rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(path, fmt)}").fetchall()
     except duckdb.Error as exc:

@@ -203,6 +203,7 @@ def test_open_bandit_rows_become_impressions_and_clicks(store):
     ("content", "kwargs", "message"),
     [
         (None, {}, "no such file"),
+        ("", {}, "input.csv is empty"),
         ("a,b\n1,2\n", {}, "no built-in mapping fits the columns a, b"),
         (HEADER + GOOD, {"mapping": "open_bandit"}, "the file's columns do not fit mapping 'open_bandit'"),
         (HEADER + GOOD, {"mapping": "nope"}, "unknown mapping 'nope'"),
@@ -227,8 +228,26 @@ def test_open_bandit_policy_comes_from_the_real_folder_and_copies_deduplicate(st
     copy = tmp_path / "elsewhere" / "log_plus.csv"  # the same log under a folder that names no policy
     copy.parent.mkdir()
     shutil.copy(DATA / "open_bandit" / "random" / "all.csv", copy)
+    last = (DATA / "open_bandit" / "random" / "all.csv").read_text().rstrip("\n").rsplit("\n", 1)[1].split(",")
+    last[1] = "2019-11-30 23:59:59.000001+00:00"   # one new impression, every column present
     with copy.open("a") as fh:
-        fh.write(",2019-11-30 23:59:59.000001+00:00,3,1,0,0.0125,a,b,c,d\n")
+        fh.write(",".join(last) + "\n")
     second = ingest_path(store, copy)
     assert second.events_loaded == 1 and second.events_duplicate == first.events_loaded
     assert store.count("events") == first.events_loaded + 1
+
+
+def test_csv_lines_duckdb_cannot_parse_are_quarantined_and_later_rows_keep_their_numbers(store, tmp_path):
+    p = tmp_path / "ragged.csv"
+    p.write_text("user_id,event_type,ts\n"
+                 "u1,click,2024-01-01T00:00:00Z\n"
+                 "u2,click,2024-01-01T00:00:00Z,extra,fields\n"   # row 2: two fields too many
+                 "u3,teleport,2024-01-01T00:00:00Z\n"             # row 3: parses, breaks the contract
+                 "u4,app_open,2024-01-01T00:00:00Z\n")
+    report = ingest_path(store, p)
+    assert report.events_loaded == 2 and report.rows_read == 4
+    rows = store.execute("SELECT row_number, reason, raw->>'user_id' FROM quarantine ORDER BY 1").fetchall()
+    assert rows == [(2, "unparseable CSV line: Expected Number of Columns: 3 Found: 4",
+                     "u2,click,2024-01-01T00:00:00Z,extra,fields"),
+                    (3, "unknown event type", "u3")]
+    assert sorted(r[0] for r in store.execute("SELECT user_id FROM events").fetchall()) == ["u1", "u4"]
