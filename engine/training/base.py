@@ -109,6 +109,13 @@ def fit_booster(
     """
     if len(frame) == 0:
         raise ModelError("no training rows: is there data before the training cut-off?")
+    # Same data, same model: DuckDB returns rows in no fixed order, and LightGBM's bin boundaries come
+    # from a positional sample of the rows, so put the rows in a canonical order first.
+    keys = [c for c in ("snapshot", "decided_at", "user_id", "item_id", "hour_of_week", "position") if c in frame]
+    if keys:
+        order = _canonical_order(frame, keys)
+        frame, label = frame.iloc[order], np.asarray(label)[order]
+        weight = None if weight is None else np.asarray(weight)[order]
     X = frame[features]
     if all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes):
         # A C-ordered float matrix, not the DataFrame: LightGBM 4.x trains several times slower per
@@ -119,6 +126,11 @@ def fit_booster(
         return lgb.train(params, data, num_boost_round=num_boost_round)
     except lgb.basic.LightGBMError as exc:
         raise ModelError(f"LightGBM failed to train: {exc}") from exc
+
+
+def _canonical_order(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """Row positions that sort ``frame`` by ``keys`` (the training rows' identity columns)."""
+    return frame[keys].astype(str).reset_index(drop=True).sort_values(keys, kind="stable").index.to_numpy()
 
 
 def publish(
