@@ -63,10 +63,13 @@ def main() -> None:
     st.title("Pushwise")
     if not require_login(st):   # personal data: password login when configured (engine/security/dashboard_login.py)
         return
-    db_path = st.sidebar.text_input("Database file", value=default_db_path())
+    # The file is the operator's choice (PUSHWISE_DB_PATH), never a visitor's: a path box would let
+    # anyone who reaches the page open any DuckDB file the server can read.
+    db_path = default_db_path()
+    st.sidebar.caption(f"Database: `{db_path}` (set PUSHWISE_DB_PATH to change)")
     if not database_exists(db_path):
         st.info(f"No Pushwise database at `{db_path}` yet. Run `pushwise demo` first, "
-                "or enter another database file in the sidebar.")
+                "or start the dashboard with PUSHWISE_DB_PATH pointing at another database file.")
         return
     try:
         options = load_options(db_path, file_stamp(db_path))

@@ -136,3 +136,10 @@ def test_renders_from_the_snapshot_while_a_writer_holds_the_lock(db_file):
     finally:
         writer.communicate("\n", timeout=30)
     assert writer.returncode == 0
+
+
+def test_visitors_cannot_point_the_dashboard_at_another_file(db_file):
+    at = run_app()
+    assert not at.exception
+    assert [t.label for t in at.text_input] == []          # no path box: the operator's env var decides
+    assert any(str(db_file) in c.value for c in at.sidebar.caption)
