@@ -15,6 +15,8 @@ from engine.errors import PushwiseError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
+#: Stages that work on data already in the store: a mistyped --db must not silently create an empty one.
+NEEDS_EXISTING_DB = frozenset({"seed-devices", "train", "plan", "dispatch", "simulate-engagement"})
 
 
 def _as_of(value: str | None) -> datetime | None:
@@ -109,7 +111,12 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
     with Store(settings.db_path) as store:
         result = dispatch(store, settings, sandbox=args.sandbox, speed=args.speed, start=args.start,
                           follow=args.follow, timeout=args.timeout)
-    _print(args, result, "sends by state: " + ", ".join(f"{k}={v:,}" for k, v in result["states"].items()))
+    if result["ticks"] and not result.get("claimed"):
+        text = "nothing was due: no pending or retrying sends (plan a campaign first)"
+    else:
+        text = f"{result.get('claimed', 0):,} sends attempted; all sends by state: " + (
+            ", ".join(f"{k}={v:,}" for k, v in result["states"].items()) or "none")
+    _print(args, result, text)
     return EXIT_OK
 
 
@@ -241,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
             settings.db_path = args.db
         if not getattr(args, "skip_validate", False):  # doctor and config show report problems themselves
             settings.validate()
+        if args.command in NEEDS_EXISTING_DB and not Path(settings.db_path).exists():
+            from engine.errors import InputError
+
+            raise InputError(f"no database at {settings.db_path}; check --db, or create one with "
+                             "`pushwise ingest` or `pushwise demo`")
         return args.func(args, settings)
     except PushwiseError as exc:
         from engine.errors import InputError

@@ -59,8 +59,9 @@ def model_summary(r) -> dict[str, Any]:
 def print_models(results) -> None:
     print(f"    {'model':<10} {'metric':<10} {'model':>8}   {'best baseline':<24} {'value':>8}")
     for r in results:
+        worse = "  (below its baseline: not used for planning)" if r.headline_value < r.baseline_value else ""
         print(f"    {r.name:<10} {r.headline_metric:<10} {r.headline_value:>8.4f}   {r.baseline:<24} "
-              f"{r.baseline_value:>8.4f}")
+              f"{r.baseline_value:>8.4f}{worse}")
 
 
 def plan(store: Store, settings: Settings, campaign, as_of: datetime | None, clock: Clock | None = None):
@@ -127,7 +128,7 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
         run = asyncio.run(go())
         bar.close()
     states = dict(store.execute("SELECT state, count(*) FROM sends GROUP BY state ORDER BY state").fetchall())
-    return {"states": states, "ticks": run.ticks, "real_seconds": round(run.real_seconds, 2)}
+    return {"states": states, "ticks": run.ticks, "claimed": run.claimed, "real_seconds": round(run.real_seconds, 2)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,7 +195,8 @@ def run_demo(settings: Settings, *, fast: bool = False, force: bool = False, spe
         say("1/6 ingest")
         reports = [ingest_path(store, f) for f in tqdm(files, desc="ingest", unit="file", disable=not progress)]
         for r in reports:
-            say(f"    {Path(r.path).name:<24} {r.events_loaded:>9,} events  {r.rows_quarantined:>8,} quarantined")
+            label = "/".join(Path(r.path).parts[-2:])
+            say(f"    {label:<36} {r.events_loaded:>9,} events  {r.rows_quarantined:>8,} quarantined")
 
         say("2/6 simulated devices and consent")
         population = seed_population(store, campaign.as_of, seed=settings.seed)

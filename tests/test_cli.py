@@ -33,6 +33,9 @@ def test_bad_input_exits_3_with_a_message_and_no_traceback(tmp_path, capsys):
 def test_invalid_campaign_exits_3_naming_the_field(tmp_path, capsys):
     bad = tmp_path / "c.toml"
     bad.write_text('name = "x"\n[[templates]]\ntitle = "{nope}"\nbody = "b"\n')
+    from engine.store import Store
+
+    Store(tmp_path / "p.duckdb").close()
     assert main(["--db", str(tmp_path / "p.duckdb"), "plan", str(bad)]) == 3
     assert "c.toml: templates[0] uses unknown slot(s) nope" in capsys.readouterr().err
 
@@ -74,3 +77,11 @@ def test_verbose_dispatch_logs_never_show_a_device_token():
     assert token not in text
     assert text.count("<masked:") == 2   # the hpack DEBUG line is not emitted at all
     assert logging.getLogger("hpack").level == logging.WARNING
+
+
+@pytest.mark.parametrize("command", [["train"], ["plan", "engine/campaigns/winter_favourites.toml"], ["dispatch"]])
+def test_a_mistyped_db_is_an_error_not_a_new_empty_database(tmp_path, capsys, command):
+    db = tmp_path / "typo.duckdb"
+    assert main(["--db", str(db), *command]) == 3
+    assert f"no database at {db}" in capsys.readouterr().err
+    assert not db.exists()

@@ -143,7 +143,19 @@ def plan_campaign(
 
     audience = _audience(store, campaign, as_of)
     if audience.empty:
-        raise CampaignError(f"campaign {campaign.campaign_id!r} has an empty audience as of {as_of:%Y-%m-%d}")
+        sources = [r[0] for r in store.execute("SELECT DISTINCT source FROM users ORDER BY 1").fetchall()]
+        if campaign.audience_source and campaign.audience_source not in sources:
+            raise CampaignError(f"audience.source {campaign.audience_source!r} is not a source of any user; "
+                                f"known sources: {', '.join(sources) or 'none (ingest data first)'}")
+        raise CampaignError(f"campaign {campaign.campaign_id!r} has an empty audience as of {as_of:%Y-%m-%d}: "
+                            "nobody matches [audience] (purchases in the window, countries, min_purchases)")
+    if campaign.candidate_items:
+        known = {r[0] for r in store.execute("SELECT item_id FROM items WHERE list_contains(?, item_id)",
+                                             [list(campaign.candidate_items)]).fetchall()}
+        unknown = [i for i in campaign.candidate_items if i not in known]
+        if unknown:
+            raise CampaignError(f"candidates.items names unknown item ids: {', '.join(unknown[:10])}"
+                                + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
     rng = np.random.default_rng(seed)
     audience["arm"] = np.where(assign_holdout(campaign.campaign_id, audience["user_id"], campaign.holdout_share),
                                "holdout", "treatment")

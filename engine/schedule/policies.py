@@ -23,7 +23,7 @@ def _load(models_dir: Path, name: str) -> TrainedModel:
         # the version scheduled retraining promoted; the newest one until anything was promoted
         return load_model(models_dir, name, "champion")
     except ModelError as exc:
-        raise ModelError(f"{exc}; run `pushwise train` first") from None
+        raise ModelError(str(exc)) from None
 
 
 def model_item_chooser(models_dir: Path, top_k: int = 10) -> ItemChooser:

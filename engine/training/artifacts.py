@@ -116,7 +116,7 @@ def load_model(models_dir: str | Path, name: str, version: str = "latest") -> Tr
     if version == "latest":
         versions = sorted(p.name for p in root.glob("*") if (p / CARD_FILE).is_file() and not p.name.startswith("."))
         if not versions:
-            raise ModelError(f"no trained model named {name!r} in {models_dir}; run training first")
+            raise ModelError(f"no trained model named {name!r} in {models_dir}; run `pushwise train` first")
         version = versions[-1]
     path = root / version
     if not (path / CARD_FILE).is_file() or not (path / MODEL_FILE).is_file():
