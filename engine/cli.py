@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("simulate-engagement", cmd_simulate_engagement,
         "simulate opens, clicks and conversions of delivered sandbox pushes (marked simulated)")
 
-    sp = add("sandbox", cmd_sandbox, "run the loopback APNs and FCM sandboxes until interrupted")
+    sp = add("sandbox", cmd_sandbox, "run every vendor's loopback sandbox (APNs, FCM, Huawei, Honor, Xiaomi, OPPO, vivo, Meizu, Web Push) until interrupted")
     sp.add_argument("--workdir", default=".sandbox", help="where the CA, keys and service-account file go")
 
     sp = add("demo", cmd_demo, "the main job end to end on the shipped real data")
