@@ -88,7 +88,7 @@ def test_nan_metrics_are_stored_as_null(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("name", "version", "message"),
     [
-        ("nope", "latest", r"^no trained model named 'nope' in .*; run training first$"),
+        ("nope", "latest", r"^no trained model named 'nope' in .*; run `pushwise train` first$"),
         ("m", "19990101T000000Z", r"^model 'm' has no version '19990101T000000Z' in .*$"),
     ],
 )
