@@ -26,6 +26,7 @@ from engine.errors import AuthError, ConfigError, PushError
 from engine.push.base import is_certificate_failure
 
 __all__ = [
+    "CachedToken",
     "FCM_SCOPE",
     "ApnsTokenProvider",
     "ClientCredentialsTokenProvider",
@@ -120,7 +121,44 @@ class ApnsTokenProvider:
         log.info("minted APNs provider token kid=%s iat=%d fp=%s", self.key_id, iat, fingerprint(token))
 
 
-class GoogleServiceAccountTokenProvider:
+class CachedToken:
+    """A bearer credential fetched from a token endpoint, cached until ``_valid_until``.
+
+    Subclasses implement ``_fetch()``, which sets ``_token`` and ``_valid_until`` (and counts
+    ``fetches``); callers use :meth:`token` and, after the vendor refused a token, :meth:`invalidate`.
+    One lock makes concurrent senders share a single fetch.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._token: str | None = None
+        self._valid_until: datetime | None = None
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    async def token(self) -> str:
+        """A valid token, fetched when none is cached or the cached one is due for refresh.
+
+        Raises:
+            AuthError: the endpoint refused our credentials.
+            PushError: the token endpoint is unreachable or failing (transport error, 5xx).
+        """
+        async with self._lock:
+            if self._token is None or self._valid_until is None or self._clock.now() >= self._valid_until:
+                await self._fetch()
+            assert self._token is not None
+            return self._token
+
+    def invalidate(self, token: str | None = None) -> None:
+        """Drop the cached token (only if it is still ``token`` when one is given)."""
+        if token is None or token == self._token:
+            self._token = self._valid_until = None
+
+    async def _fetch(self) -> None:
+        raise NotImplementedError
+
+
+class GoogleServiceAccountTokenProvider(CachedToken):
     """Exchanges a self-signed RS256 JWT for an OAuth2 access token and caches it.
 
     The token is reused until five minutes before it expires (a tenth of its lifetime for tokens
@@ -150,12 +188,8 @@ class GoogleServiceAccountTokenProvider:
         self.key_id: str = service_account_info["private_key_id"]
         self.token_uri: str = service_account_info["token_uri"]
         self._key = _load_private_key(service_account_info["private_key"], rsa.RSAPrivateKey, "service account")
+        super().__init__(clock)
         self._http = http
-        self._clock = clock
-        self._token: str | None = None
-        self._valid_until: datetime | None = None
-        self._lock = asyncio.Lock()
-        self.fetches = 0
 
     def __repr__(self) -> str:
         return f"GoogleServiceAccountTokenProvider(client_email={self.client_email!r}, fetches={self.fetches})"
@@ -166,24 +200,6 @@ class GoogleServiceAccountTokenProvider:
         claims = {"iss": self.client_email, "scope": FCM_SCOPE, "aud": self.token_uri,
                   "iat": iat, "exp": iat + self.LIFETIME}
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
-
-    async def token(self) -> str:
-        """A valid access token, fetched when none is cached or the cached one is due.
-
-        Raises:
-            AuthError: the token endpoint refused the assertion (4xx) or its certificate is not trusted.
-            PushError: the token endpoint is unreachable or failing (transport error, 5xx).
-        """
-        async with self._lock:
-            if self._token is None or self._valid_until is None or self._clock.now() >= self._valid_until:
-                await self._fetch()
-            assert self._token is not None
-            return self._token
-
-    def invalidate(self, token: str | None = None) -> None:
-        """Drop the cached token (only if it is still ``token`` when one is given)."""
-        if token is None or token == self._token:
-            self._token = self._valid_until = None
 
     async def _fetch(self) -> None:
         now = self._clock.now()
@@ -210,7 +226,7 @@ class GoogleServiceAccountTokenProvider:
                  fingerprint(self._token), expires_in)
 
 
-class ClientCredentialsTokenProvider:
+class ClientCredentialsTokenProvider(CachedToken):
     """OAuth2 client-credentials access token (Huawei Push Kit, Honor Push), cached until near expiry.
 
     Same cache rules as `GoogleServiceAccountTokenProvider`: reused until five minutes (a tenth of
@@ -233,34 +249,12 @@ class ClientCredentialsTokenProvider:
         self.token_url = token_url
         self.client_id = client_id
         self._secret = client_secret
+        super().__init__(clock)
         self._http = http
-        self._clock = clock
         self.label = label
-        self._token: str | None = None
-        self._valid_until: datetime | None = None
-        self._lock = asyncio.Lock()
-        self.fetches = 0
 
     def __repr__(self) -> str:
         return f"ClientCredentialsTokenProvider(label={self.label!r}, client_id={self.client_id!r}, fetches={self.fetches})"
-
-    async def token(self) -> str:
-        """A valid access token, fetched when none is cached or the cached one is due.
-
-        Raises:
-            AuthError: the endpoint refused the client credentials (4xx) or its certificate is not trusted.
-            PushError: the endpoint is unreachable or failing (transport error, 5xx, 429).
-        """
-        async with self._lock:
-            if self._token is None or self._valid_until is None or self._clock.now() >= self._valid_until:
-                await self._fetch()
-            assert self._token is not None
-            return self._token
-
-    def invalidate(self, token: str | None = None) -> None:
-        """Drop the cached token (only if it is still ``token`` when one is given)."""
-        if token is None or token == self._token:
-            self._token = self._valid_until = None
 
     async def _fetch(self) -> None:
         now = self._clock.now()

@@ -10,7 +10,6 @@ Vendor docs (OPUSH server API, mirrored): 调用地址 / 公共参数 / 鉴权 /
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -25,7 +24,7 @@ from engine.clock import Clock
 from engine.config import OppoConfig
 from engine.domain import Outcome, PushMessage, Receipt
 from engine.errors import AuthError, PushError
-from engine.push.auth import fingerprint
+from engine.push.auth import CachedToken, fingerprint
 from engine.push.base import (
     BatchChannel,
     http_throttle_wins,
@@ -157,7 +156,7 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: 
     return out
 
 
-class OppoAuth:
+class OppoAuth(CachedToken):
     """Fetches and caches the 24 h ``auth_token``; refreshes an hour before expiry or on demand.
 
     Args:
@@ -170,24 +169,8 @@ class OppoAuth:
     MARGIN = timedelta(hours=1)
 
     def __init__(self, config: OppoConfig, http: httpx.AsyncClient, clock: Clock) -> None:
-        self._config, self._http, self._clock = config, http, clock
-        self._token: str | None = None
-        self._valid_until: datetime | None = None
-        self._lock = asyncio.Lock()
-        self.fetches = 0
-
-    async def token(self) -> str:
-        """A valid auth_token. Raises AuthError (refused) or PushError (unreachable/failing)."""
-        async with self._lock:
-            if self._token is None or self._valid_until is None or self._clock.now() >= self._valid_until:
-                await self._fetch()
-            assert self._token is not None
-            return self._token
-
-    def invalidate(self, token: str | None = None) -> None:
-        """Drop the cached token (only if it still is ``token`` when given)."""
-        if token is None or token == self._token:
-            self._token = self._valid_until = None
+        super().__init__(clock)
+        self._config, self._http = config, http
 
     async def _fetch(self) -> None:
         now = self._clock.now()

@@ -10,7 +10,6 @@ Vendor docs: https://dev.vivo.com.cn/documentCenter/doc/362 (服务端 API 接�
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -24,7 +23,7 @@ from engine.clock import Clock
 from engine.config import VivoConfig
 from engine.domain import Outcome, PushMessage, Receipt
 from engine.errors import AuthError, PushError
-from engine.push.auth import fingerprint
+from engine.push.auth import CachedToken, fingerprint
 from engine.push.base import (
     BatchChannel,
     http_throttle_wins,
@@ -177,7 +176,7 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: 
             for m in batch]
 
 
-class VivoAuth:
+class VivoAuth(CachedToken):
     """Fetches and caches the 1-day ``authToken``; refreshes an hour early, or on demand (10000).
 
     Args:
@@ -190,24 +189,8 @@ class VivoAuth:
     MARGIN = timedelta(hours=1)
 
     def __init__(self, config: VivoConfig, http: httpx.AsyncClient, clock: Clock) -> None:
-        self._config, self._http, self._clock = config, http, clock
-        self._token: str | None = None
-        self._valid_until: datetime | None = None
-        self._lock = asyncio.Lock()
-        self.fetches = 0
-
-    async def token(self) -> str:
-        """A valid authToken. Raises AuthError (refused) or PushError (unreachable/failing)."""
-        async with self._lock:
-            if self._token is None or self._valid_until is None or self._clock.now() >= self._valid_until:
-                await self._fetch()
-            assert self._token is not None
-            return self._token
-
-    def invalidate(self, token: str | None = None) -> None:
-        """Drop the cached token (only if it still is ``token`` when given)."""
-        if token is None or token == self._token:
-            self._token = self._valid_until = None
+        super().__init__(clock)
+        self._config, self._http = config, http
 
     async def _fetch(self) -> None:
         now = self._clock.now()
