@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from engine.evaluation.bandit import ClickModelReport, OpeReport, click_model_report, ope_report
 from engine.evaluation.data import ingest_shipped, purchases, slice_files
@@ -59,7 +61,9 @@ def run_evaluation(data_dir: Path, fast: bool = False, seed: int = 7, say=print)
                 ("simulation", lambda: run_simulation(seed + 4, *((600, 40_000) if fast else (3000, 400_000)))),
             ]
             results = {}
-            for name, step in steps:
+            bar = tqdm(steps, desc="evaluate", unit="part", disable=say is None or not sys.stderr.isatty())
+            for name, step in bar:
+                bar.set_postfix_str(name)
                 say(f"evaluate {name}")
                 t = time.perf_counter()
                 results[name] = step()
