@@ -29,6 +29,7 @@ from engine.domain import Outcome, PushMessage, Receipt
 from engine.errors import AuthError, PushError
 
 __all__ = [
+    "credential_failure",
     "TokenMask",
     "http_throttle_wins",
     "TRANSPORT_OUTCOMES",
@@ -228,10 +229,8 @@ class HttpChannel(PushChannel):
     async def _attempt(self, msg: PushMessage) -> tuple[Receipt, str | None]:
         try:
             credential = await self._credential()
-        except AuthError as exc:
-            return Receipt(send_id=msg.send_id, outcome=Outcome.AUTH_ERROR, reason=f"credential: {exc}"), None
         except PushError as exc:
-            return Receipt(send_id=msg.send_id, outcome=Outcome.TRANSIENT, reason=f"credential: {exc}"), None
+            return credential_failure([msg], exc)[0], None
         now = self._clock.now()
         try:
             path, headers, body = self._request(msg, now)
@@ -340,10 +339,8 @@ class BatchChannel(PushChannel):
 
         try:
             credential = await self._credential()
-        except AuthError as exc:
-            return every(Outcome.AUTH_ERROR, f"credential: {exc}"), None
         except PushError as exc:
-            return every(Outcome.TRANSIENT, f"credential: {exc}"), None
+            return credential_failure(batch, exc), None
         now = self._clock.now()
         try:
             path, headers, body = self._request(batch, now)
@@ -381,6 +378,13 @@ class BatchChannel(PushChannel):
     @abc.abstractmethod
     def _needs_refresh(self, receipts: Sequence[Receipt]) -> bool:
         """Whether the answer says the credential expired (refresh and retry once)."""
+
+
+def credential_failure(messages: Sequence[PushMessage], exc: PushError) -> list[Receipt]:
+    """Receipts for messages that could not be sent because no credential could be had: refused
+    credentials (``AuthError``) pause the vendor; an unreachable token endpoint is transient."""
+    outcome = Outcome.AUTH_ERROR if isinstance(exc, AuthError) else Outcome.TRANSIENT
+    return [Receipt(send_id=m.send_id, outcome=outcome, reason=f"credential: {exc}") for m in messages]
 
 
 def http_throttle_wins(parse):

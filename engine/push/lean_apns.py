@@ -27,10 +27,10 @@ import h2.settings
 from engine.clock import Clock
 from engine.config import ApnsConfig
 from engine.domain import Outcome, PushMessage, Receipt
-from engine.errors import AuthError, ConfigError, PushError
+from engine.errors import ConfigError, PushError
 from engine.push.apns import REFRESH_REASONS, build_request, parse_response
 from engine.push.auth import ApnsTokenProvider
-from engine.push.base import PushChannel, is_certificate_failure, tls_context
+from engine.push.base import PushChannel, credential_failure, is_certificate_failure, tls_context
 
 __all__ = ["LeanApnsChannel"]
 
@@ -234,10 +234,8 @@ class LeanApnsChannel(PushChannel):
     async def _attempt(self, msg: PushMessage) -> tuple[Receipt, str | None]:
         try:
             token = self.tokens.token()
-        except AuthError as exc:
-            return Receipt(msg.send_id, Outcome.AUTH_ERROR, reason=f"credential: {exc}"), None
         except PushError as exc:
-            return Receipt(msg.send_id, Outcome.TRANSIENT, reason=f"credential: {exc}"), None
+            return credential_failure([msg], exc)[0], None
         now = self._clock.now()
         try:
             path, headers, body = build_request(msg, self.topic, now)

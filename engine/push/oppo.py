@@ -27,6 +27,7 @@ from engine.errors import AuthError, PushError
 from engine.push.auth import CachedToken, fingerprint
 from engine.push.base import (
     BatchChannel,
+    credential_failure,
     http_throttle_wins,
     json_object,
     parse_retry_after,
@@ -220,10 +221,8 @@ class OppoChannel(BatchChannel):
     async def _attempt(self, batch: list[PushMessage]) -> tuple[list[Receipt], str | None]:
         try:
             credential = await self._credential()
-        except AuthError as exc:
-            return [Receipt(m.send_id, Outcome.AUTH_ERROR, reason=f"credential: {exc}") for m in batch], None
         except PushError as exc:
-            return [Receipt(m.send_id, Outcome.TRANSIENT, reason=f"credential: {exc}") for m in batch], None
+            return credential_failure(batch, exc), None
         now = self._clock.now()
         try:
             path, headers, body = build_request(batch, credential)
