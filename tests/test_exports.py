@@ -1,4 +1,7 @@
-"""The public namespace of engine.training is explicit and honest: every name in __all__ exists, nothing is missing."""
+"""Public namespaces are explicit and honest: every name in __all__ exists, nothing public is missing.
+
+One test for the packages that promise it (push has its own in tests/push/test_exports.py).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,15 @@ import pkgutil
 
 import pytest
 
-import engine.training as package
+PACKAGES = ["engine.features", "engine.recommend", "engine.training"]
 
-MODULES = [package.__name__] + [f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
+
+def _modules(package: str) -> list[str]:
+    pkg = importlib.import_module(package)
+    return [package] + [f"{package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__)]
+
+
+MODULES = [m for p in PACKAGES for m in _modules(p)]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -33,9 +42,11 @@ def test_public_functions_and_classes_defined_here_are_exported(name: str) -> No
     assert own <= set(module.__all__), f"{name} defines public {sorted(own - set(module.__all__))} outside __all__"
 
 
-def test_package_reexports_are_the_same_objects() -> None:
-    for export in package.__all__:
-        obj = getattr(package, export)
+@pytest.mark.parametrize("package", PACKAGES)
+def test_package_reexports_are_the_same_objects(package: str) -> None:
+    pkg = importlib.import_module(package)
+    for export in pkg.__all__:
+        obj = getattr(pkg, export)
         home = getattr(obj, "__module__", None)
-        if home and home.startswith(package.__name__ + "."):
+        if home and home.startswith(package + "."):
             assert getattr(importlib.import_module(home), export, obj) is obj
