@@ -29,6 +29,7 @@ from engine.domain import Outcome, PushMessage, Receipt
 from engine.errors import AuthError, PushError
 
 __all__ = [
+    "oem_status_outcome",
     "credential_failure",
     "TokenMask",
     "http_throttle_wins",
@@ -385,6 +386,23 @@ def credential_failure(messages: Sequence[PushMessage], exc: PushError) -> list[
     credentials (``AuthError``) pause the vendor; an unreachable token endpoint is transient."""
     outcome = Outcome.AUTH_ERROR if isinstance(exc, AuthError) else Outcome.TRANSIENT
     return [Receipt(send_id=m.send_id, outcome=outcome, reason=f"credential: {exc}") for m in messages]
+
+
+def oem_status_outcome(status: int) -> Outcome:
+    """The outcome an OEM batch vendor's HTTP status implies when the body has no code we know.
+
+    An HTTP 200 without a known business code is an unknown answer (retried with backoff); 429 and
+    503 are flow control; 401/403 refused credentials; other 4xx our request; the rest transient.
+    """
+    if status == 200:
+        return Outcome.TRANSIENT
+    if status in (429, 503):
+        return Outcome.RATE_LIMITED
+    if status in (401, 403):
+        return Outcome.AUTH_ERROR
+    if 400 <= status < 500:
+        return Outcome.REJECTED_PAYLOAD
+    return Outcome.TRANSIENT
 
 
 def http_throttle_wins(parse):

@@ -18,7 +18,14 @@ from engine.clock import Clock
 from engine.config import HonorConfig
 from engine.domain import Outcome, PushMessage, Receipt
 from engine.push.auth import ClientCredentialsTokenProvider
-from engine.push.base import BatchChannel, http_throttle_wins, json_object, parse_retry_after, tls_context
+from engine.push.base import (
+    BatchChannel,
+    http_throttle_wins,
+    json_object,
+    oem_status_outcome,
+    parse_retry_after,
+    tls_context,
+)
 
 __all__ = [
     "CODES",
@@ -114,7 +121,7 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: 
     retry_after = parse_retry_after({k.lower(): v for k, v in headers.items()}.get("retry-after"),
                                     now or datetime.now(UTC))
     outcome = CODES.get(code) if code is not None else None
-    outcome = outcome or _by_status(status)
+    outcome = outcome or oem_status_outcome(status)
     reason = str(code) if code is not None else f"http_{status}"
     expired, failed = _tokens(result.get("expireTokens")), _tokens(result.get("failTokens"))
     receipts = []
@@ -135,16 +142,6 @@ def _tokens(value: object) -> set[str]:
     return {t for t in value if isinstance(t, str)} if isinstance(value, list) else set()
 
 
-def _by_status(status: int) -> Outcome:
-    if status == 200:
-        return Outcome.TRANSIENT   # 200 with a code we do not know (0 included): retry with backoff
-    if status in (429, 503):
-        return Outcome.RATE_LIMITED
-    if status in (401, 403):
-        return Outcome.AUTH_ERROR
-    if 400 <= status < 500:
-        return Outcome.REJECTED_PAYLOAD
-    return Outcome.TRANSIENT
 
 
 class HonorChannel(BatchChannel):

@@ -19,7 +19,14 @@ from engine.clock import Clock
 from engine.config import HuaweiConfig
 from engine.domain import Outcome, PushMessage, Receipt
 from engine.push.auth import ClientCredentialsTokenProvider
-from engine.push.base import BatchChannel, http_throttle_wins, json_object, parse_retry_after, tls_context
+from engine.push.base import (
+    BatchChannel,
+    http_throttle_wins,
+    json_object,
+    oem_status_outcome,
+    parse_retry_after,
+    tls_context,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -138,7 +145,7 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: 
     request_id = data.get("requestId") if isinstance(data.get("requestId"), str) else None
     retry_after = parse_retry_after({k.lower(): v for k, v in headers.items()}.get("retry-after"),
                                     now or datetime.now(UTC))
-    outcome = CODES.get(code or "") or _by_status(status)
+    outcome = CODES.get(code or "") or oem_status_outcome(status)
     if status == 503:
         outcome = Outcome.RATE_LIMITED
     reason = code or f"http_{status}"
@@ -155,16 +162,6 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: 
     return receipts
 
 
-def _by_status(status: int) -> Outcome:
-    if status == 200:
-        return Outcome.TRANSIENT   # 200 without a code we know: unknown answer, retry with backoff
-    if status in (429, 503):
-        return Outcome.RATE_LIMITED
-    if status in (401, 403):
-        return Outcome.AUTH_ERROR
-    if 400 <= status < 500:
-        return Outcome.REJECTED_PAYLOAD
-    return Outcome.TRANSIENT
 
 
 class HuaweiChannel(BatchChannel):
