@@ -225,12 +225,16 @@ def _insert_events(con: duckdb.DuckDBPyConnection, mapping: Mapping, file_events
 def _quarantine(con: duckdb.DuckDBPyConnection, mapping: str, checked: str, path: Path, now: datetime) -> None:
     """Copy the bad rows, with their reason and original values, into ``quarantine``."""
     file = str(path)
-    # A file changed in place keeps the quarantine rows of its first version; checking the key costs
-    # a lookup per row, so only pay it when the path has rows already.
+    # A file changed in place keeps the quarantine rows of its first version. The table has no key
+    # (migration 006), so rows already there for this path are anti-joined; on a path seen for the
+    # first time (every bulk load) that lookup is skipped.
     known = con.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM quarantine WHERE file = ? LIMIT 1)",
                         [file]).fetchone()[0]
+    unseen = ("AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.file = $file AND q.row_number = c.__row)"
+              if known else "")
     con.execute(
-        f"""INSERT {"OR IGNORE " if known else ""}INTO quarantine (source, file, row_number, reason, raw, quarantined_at)
-            SELECT ?, ?, __row, reason, to_json(__src), ? FROM {checked} WHERE reason IS NOT NULL""",
-        [mapping, file, now],
+        f"""INSERT INTO quarantine (source, file, row_number, reason, raw, quarantined_at)
+            SELECT $mapping, $file, __row, reason, to_json(__src), $now FROM {checked} c
+            WHERE reason IS NOT NULL {unseen}""",
+        {"mapping": mapping, "file": file, "now": now},
     )

@@ -121,8 +121,7 @@ def _online_retail_events(good: str) -> str:
            'or:' || stock_code AS item_id,
            CASE WHEN cancelled THEN 'cancellation' ELSE 'purchase' END AS event_type,
            timezone('Europe/London', local_ts) AS ts,
-           json_object('invoice', invoice, 'quantity', abs(quantity), 'unit_price', unit_price,
-                       'country', country, 'description', description) AS properties,
+           json_object('invoice', invoice, 'quantity', abs(quantity), 'unit_price', unit_price) AS properties,
            invoice, stock_code, quantity, local_ts, unit_price, customer, country, description
     FROM {good}"""
 
@@ -133,20 +132,24 @@ def _online_retail_event_id(occurrence: str) -> str:
 
 
 def _online_retail_derive(con: duckdb.DuckDBPyConnection, file_events: str, first_load: bool) -> None:
-    if first_load:  # the file holds every online_retail event: read its typed columns, parse no JSON
-        lines = f"(SELECT user_id, item_id, event_type, ts, country, description, unit_price FROM {file_events})"
-        of_user = of_item = "true"
-    else:  # a user's country and an item's price are judged over all their lines, old and new
-        lines = """(SELECT user_id, item_id, event_type, ts, properties->>'country' AS country,
-                           properties->>'description' AS description,
-                           CAST(properties->>'unit_price' AS DOUBLE) AS unit_price
-                    FROM events WHERE source = 'online_retail')"""
-        of_user = f"user_id IN (SELECT DISTINCT user_id FROM {file_events})"
-        of_item = f"item_id IN (SELECT DISTINCT item_id FROM {file_events})"
+    """Users (country, time zone, first and last seen) and items (name, median price) from the lines.
+
+    An event's properties keep only what belongs to the line (invoice, quantity, unit price): the
+    country is the customer's and the description the item's, so they live in ``users`` and
+    ``items``, computed from the file's typed columns. A later file updates the users and items it
+    names: first and last seen widen, a known user keeps their country and a known item its name, and
+    an item's price is the median over all its stored purchase lines.
+    """
+    lines = f"(SELECT user_id, item_id, event_type, ts, country, description, unit_price FROM {file_events})"
+    known = "" if first_load else "LEFT JOIN users u USING (user_id)"
+    country = "m.country" if first_load else "coalesce(u.country, m.country)"
+    seen = ("p.first_seen, p.last_seen" if first_load else
+            "least(coalesce(u.first_seen, p.first_seen), p.first_seen), "
+            "greatest(coalesce(u.last_seen, p.last_seen), p.last_seen)")
     con.execute(f"""
         INSERT OR REPLACE INTO users (user_id, country, time_zone, source, first_seen, last_seen)
         WITH lines AS (
-            SELECT user_id, country, ts FROM {lines} WHERE {of_user}
+            SELECT user_id, country, ts FROM {lines}
         ), per_user AS (
             SELECT user_id, min(ts) AS first_seen, max(ts) AS last_seen FROM lines GROUP BY user_id
         ), main_country AS (
@@ -154,27 +157,32 @@ def _online_retail_derive(con: duckdb.DuckDBPyConnection, file_events: str, firs
             SELECT user_id, first(country ORDER BY n DESC, country) AS country
             FROM (SELECT user_id, country, count(*) AS n FROM lines GROUP BY ALL) GROUP BY user_id
         )
-        SELECT p.user_id, m.country, {country_time_zone_sql("m.country")}, 'online_retail',
-               p.first_seen, p.last_seen
-        FROM per_user p JOIN main_country m USING (user_id)
+        SELECT p.user_id, {country}, {country_time_zone_sql(country)}, 'online_retail', {seen}
+        FROM per_user p JOIN main_country m USING (user_id) {known}
     """)
+    if first_load:  # the file holds every online_retail line
+        prices = f"SELECT item_id, unit_price, event_type FROM {lines}"
+    else:  # the median is over every stored line of the items the file names
+        prices = f"""SELECT item_id, CAST(properties->>'unit_price' AS DOUBLE) AS unit_price, event_type
+                     FROM events WHERE source = 'online_retail'
+                       AND item_id IN (SELECT DISTINCT item_id FROM {file_events})"""
+    name = "m.name" if first_load else "coalesce(i.name, m.name)"
+    known_item = "" if first_load else "LEFT JOIN items i USING (item_id)"
     con.execute(f"""
         INSERT OR REPLACE INTO items (item_id, name, category, price, currency, source, properties)
-        WITH lines AS (
-            SELECT item_id, description, unit_price, event_type FROM {lines} WHERE {of_item}
-        ), per_item AS (
+        WITH per_item AS (
             SELECT item_id, median(unit_price) FILTER (WHERE event_type = 'purchase') AS price
-            FROM lines GROUP BY item_id
+            FROM ({prices}) GROUP BY item_id
         ), main_name AS (
             -- the description most lines carry; a tie goes to the first alphabetically, so reloads agree
             SELECT item_id, first(description ORDER BY n DESC, description) AS name
-            FROM (SELECT item_id, description, count(*) AS n FROM lines WHERE description IS NOT NULL GROUP BY ALL)
+            FROM (SELECT item_id, description, count(*) AS n FROM {lines} WHERE description IS NOT NULL GROUP BY ALL)
             GROUP BY item_id
         )
-        SELECT item_id, m.name,
+        SELECT item_id, {name},
                'or:' || coalesce(nullif(regexp_extract(substr(item_id, 4), '^[0-9]+'), ''), substr(item_id, 4)),
                p.price, 'GBP', 'online_retail', json_object('stock_code', substr(item_id, 4))
-        FROM per_item p LEFT JOIN main_name m USING (item_id)
+        FROM per_item p LEFT JOIN main_name m USING (item_id) {known_item}
     """)
 
 

@@ -105,6 +105,39 @@ def test_a_later_file_extends_the_users_it_touches(store, tmp_path):
     assert (first, last) == (8, 6)
 
 
+def test_a_later_file_keeps_known_countries_and_names_and_prices_items_over_all_lines(store, tmp_path):
+    ingest_path(store, _csv(tmp_path, [GOOD], "a.csv"))
+    moved = (GOOD.replace("536365", "555555").replace("2.55", "3.55").replace("United Kingdom", "France")
+             .replace("WHITE HANGING HEART T-LIGHT HOLDER", "HEART HOLDER"))
+    newcomer = "555556,22728,ALARM CLOCK,2,6/2/2011 9:45,4.25,12583.0,France\n"
+    ingest_path(store, _csv(tmp_path, [moved, newcomer], "b.csv"))
+    assert store.execute("SELECT user_id, country, time_zone FROM users ORDER BY 1").fetchall() == [
+        ("or:12583", "France", "Europe/Paris"), ("or:17850", "United Kingdom", "Europe/London")]
+    assert store.execute("SELECT name, price FROM items WHERE item_id = 'or:85123A'").fetchone() == (
+        "WHITE HANGING HEART T-LIGHT HOLDER", 3.05)  # median of 2.55 and 3.55
+
+
+def test_event_properties_hold_the_line_and_users_and_items_the_rest(store, tmp_path):
+    ingest_path(store, _csv(tmp_path, [GOOD]))
+    assert json.loads(store.scalar("SELECT properties FROM events")) == {
+        "invoice": "536365", "quantity": 6, "unit_price": 2.55}
+
+
+def test_migration_006_keeps_the_quarantine_rows_of_an_older_store(tmp_path):
+    path = tmp_path / "old.duckdb"
+    with Store(path) as old:
+        old.execute("DELETE FROM schema_migrations WHERE name = '006_quarantine_without_key.sql'")
+        old.execute("DROP TABLE quarantine")
+        old.execute("""CREATE TABLE quarantine (source VARCHAR NOT NULL, file VARCHAR NOT NULL,
+                       row_number BIGINT NOT NULL, reason VARCHAR NOT NULL, raw JSON,
+                       quarantined_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (file, row_number))""")
+        old.execute("INSERT INTO quarantine VALUES ('online_retail', 'f.csv', 2, 'why', '{}', now())")
+    with Store(path) as migrated:
+        assert migrated.execute("SELECT file, row_number, reason FROM quarantine").fetchall() == [("f.csv", 2, "why")]
+        assert migrated.scalar("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'quarantine' "
+                               "AND constraint_type = 'PRIMARY KEY'") == 0
+
+
 def test_parquet_rows_are_numbered_checked_and_identified_like_csv(store, tmp_path):
     rows = [GOOD] + [row for row, _ in MALFORMED] + [GOOD.replace("85123A", "71053")]
     csv = _csv(tmp_path, rows)
