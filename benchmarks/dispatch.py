@@ -4,8 +4,14 @@ same APNs sandbox side by side as the baseline.
 
     .venv/bin/python benchmarks/dispatch.py --sends 100000
 
+Order of the run: the sandbox alone with bare clients (the lean APNs transport without the store, from
+one and from two processes: the sandbox's ceiling), then aioapns, end to end, aioapns again (the
+baseline is the mean of the two runs around ours). Every phase records wall seconds, the CPU seconds
+of this process (all threads) and of the sandbox process, and the load average, because the machine
+may be shared: CPU µs per send does not depend on the neighbours, rates do.
+
 Writes reports/bench-dispatch.json with sends_per_s, aioapns_sends_per_s, ratio, peak_rss_mb and the
-steps measured alone (the sandbox with a bare client; each transport without the store).
+per-phase figures.
 """
 
 from __future__ import annotations
@@ -50,6 +56,46 @@ def start_sandbox_process(workdir: Path) -> tuple[subprocess.Popen, Path]:
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError("sandbox process did not start")
+
+
+def sandbox_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(name: str, sends: int, sandbox_pid: int, run) -> dict:
+    """Run ``run()`` (returns its own rate, or None to use wall time) and record rate, CPU and load."""
+    load, cpu, box, t = os.getloadavg()[0], time.process_time(), sandbox_cpu(sandbox_pid), time.perf_counter()
+    rate = run()
+    wall = time.perf_counter() - t
+    cpu, box = time.process_time() - cpu, sandbox_cpu(sandbox_pid) - box
+    out = {"phase": name, "sends": sends, "seconds": round(wall, 2),
+           "sends_per_s": round(rate if rate is not None else sends / wall),
+           "client_cpu_s": round(cpu, 2), "client_cpu_us_per_send": round(cpu / sends * 1e6),
+           "sandbox_cpu_s": round(box, 2), "sandbox_cpu_us_per_send": round(box / sends * 1e6),
+           "loadavg_1m_before_after": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def bare_processes(config: Path, sends: int, processes: int) -> float:
+    """Sends/s of ``processes`` bare lean APNs clients at once (no store): the sandbox's ceiling.
+
+    The children start, build their messages and say "ready"; all are then told "go" together, so
+    the figure is the sum of their rates over the same interval, not start-up time.
+    """
+    cmd = [sys.executable, __file__, "--bare-client", str(sends), "--config", str(config)]
+    procs = [subprocess.Popen([*cmd, "--seed", str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for i in range(processes)]
+    for p in procs:
+        if p.stdout is None or p.stdout.readline().strip() != "ready":
+            raise RuntimeError("bare client did not start")
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    return sum(float(p.communicate(timeout=600)[0]) for p in procs)
 
 
 def messages(n: int, vendor: str, rng: random.Random) -> list[PushMessage]:
@@ -119,24 +165,17 @@ def seed(store: Store, msgs: list[PushMessage]) -> None:
     con.unregister("pw_new")
 
 
-async def end_to_end(store: Store, settings, batch_size: int) -> tuple[float, dict]:
+async def end_to_end(store: Store, settings, batch_size: int, depth: int = 2) -> tuple[float, dict]:
+    """Seconds to drain the seeded outbox with the pipelined dispatcher, and the final state counts."""
     clock = SystemClock()
     channels = {"apns": LeanApnsChannel(settings.vendors.apns, clock),
                 "fcm": FcmChannel(settings.vendors.fcm, clock)}
     dispatcher = Dispatcher(store, channels, clock, RetryPolicy(base_seconds=0.1, cap_seconds=1), batch_size)
-    t = time.perf_counter()
-    while True:
-        report = await dispatcher.tick()
-        if report.claimed == 0:
-            nxt = dispatcher.next_due()
-            if nxt is None:
-                break
-            await asyncio.sleep(0.01)
-    seconds = time.perf_counter() - t
+    run = await dispatcher.run(depth=depth)
     for channel in channels.values():
         await channel.aclose()
     states = dict(store.execute("SELECT state, count(*) FROM sends GROUP BY 1").fetchall())
-    return seconds, states
+    return run.seconds, states
 
 
 def main() -> int:
@@ -144,39 +183,77 @@ def main() -> int:
     parser.add_argument("--sends", type=int, default=100_000)
     parser.add_argument("--fcm-share", type=float, default=0.1, help="share of the sends that go to FCM")
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--depth", type=int, default=2, help="batches on the wire at once")
     parser.add_argument("--aioapns-sends", type=int, default=20_000)
+    parser.add_argument("--aioapns-concurrency", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--bare-client", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    if args.bare_client:   # a child of bare_processes
+        settings = load_settings(args.config, env={})
+        msgs = messages(args.bare_client, "apns", rng)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print(round(asyncio.run(bare_apns(settings, msgs))))
+        return 0
+    phases: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         proc, config = start_sandbox_process(workdir / "sandbox")
         try:
             settings = load_settings(config, env={})
-            probe = messages(args.aioapns_sends, "apns", rng)
-            alone = asyncio.run(bare_apns(settings, probe))
-            baseline = asyncio.run(aioapns_rate(settings, messages(args.aioapns_sends, "apns", rng), 200))
+            n_aio = args.aioapns_sends
+            probe = messages(n_aio, "apns", rng)
+            phases.append(measured("lean_apns_alone_1_process", n_aio, proc.pid,
+                                   lambda: asyncio.run(bare_apns(settings, probe))))
+            phases.append(measured("lean_apns_alone_2_processes", 2 * n_aio, proc.pid,
+                                   lambda: bare_processes(config, n_aio, 2)))
+
+            def aioapns_phase(name: str) -> dict:
+                msgs = messages(n_aio, "apns", rng)
+                return measured(name, n_aio - 200, proc.pid,
+                                lambda: asyncio.run(aioapns_rate(settings, msgs, args.aioapns_concurrency)))
+
+            phases.append(aioapns_phase("aioapns_before"))
             n_fcm = int(args.sends * args.fcm_share)
             msgs = messages(args.sends - n_fcm, "apns", rng) + messages(n_fcm, "fcm", rng)
             rng.shuffle(msgs)
             with Store(workdir / "bench.duckdb") as store:
                 seed(store, msgs)
-                seconds, states = asyncio.run(end_to_end(store, settings, args.batch_size))
-            after = asyncio.run(aioapns_rate(settings, messages(args.aioapns_sends, "apns", rng), 200))
+                del msgs
+                result: dict = {}
+
+                def e2e() -> float:
+                    seconds, result["states"] = asyncio.run(end_to_end(store, settings, args.batch_size, args.depth))
+                    return args.sends / seconds
+
+                phases.append(measured("end_to_end", args.sends, proc.pid, e2e))
+            phases.append(aioapns_phase("aioapns_after"))
         finally:
             proc.terminate()
             proc.wait(10)
-    rate = args.sends / seconds
-    aio = (baseline + after) / 2
+    by = {p["phase"]: p for p in phases}
+    e2e_rate = by["end_to_end"]["sends_per_s"]
+    aio = (by["aioapns_before"]["sends_per_s"] + by["aioapns_after"]["sends_per_s"]) / 2
+    aio_cpu = (by["aioapns_before"]["client_cpu_us_per_send"] + by["aioapns_after"]["client_cpu_us_per_send"]) / 2
     report = {
-        "sends": args.sends, "fcm_share": args.fcm_share, "batch_size": args.batch_size,
-        "seconds": round(seconds, 2), "sends_per_s": round(rate), "states": states,
-        "aioapns_sends_per_s": round(aio), "aioapns_before_after": [round(baseline), round(after)],
-        "ratio": round(rate / aio, 2), "lean_apns_transport_only_sends_per_s": round(alone),
+        "sends": args.sends, "fcm_share": args.fcm_share, "batch_size": args.batch_size, "depth": args.depth,
+        "seconds": by["end_to_end"]["seconds"], "sends_per_s": e2e_rate, "states": result["states"],
+        "aioapns_sends_per_s": round(aio),
+        "aioapns_before_after": [by["aioapns_before"]["sends_per_s"], by["aioapns_after"]["sends_per_s"]],
+        "ratio": round(e2e_rate / aio, 2),
+        "client_cpu_us_per_send": {"end_to_end": by["end_to_end"]["client_cpu_us_per_send"],
+                                   "aioapns": round(aio_cpu),
+                                   "lean_apns_alone": by["lean_apns_alone_1_process"]["client_cpu_us_per_send"]},
+        "cpu_ratio_aioapns_over_end_to_end": round(aio_cpu / by["end_to_end"]["client_cpu_us_per_send"], 2),
+        "sandbox_ceiling_sends_per_s": by["lean_apns_alone_2_processes"]["sends_per_s"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "loadavg_at_end": os.getloadavg(), "cpus": os.cpu_count(),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
+        "phases": phases,
     }
-    print(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "phases"}, indent=2))
     out = REPO / "reports" / "bench-dispatch.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

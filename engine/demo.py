@@ -109,7 +109,7 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
         bar = tqdm(total=total, desc="dispatch", unit="send", disable=not progress, mininterval=1.0)
 
         async def go():
-            channels = build_channels(run_settings.validate(), clock)
+            channels = build_channels(run_settings.validate(), clock, store=store)
             try:
                 dispatcher = Dispatcher.from_settings(store, channels, clock, run_settings)
 

@@ -1,10 +1,21 @@
-"""The dispatcher: one tick claims due sends, sends them per vendor concurrently, records the receipts."""
+"""The dispatcher: claims due sends, sends them per vendor concurrently, records the receipts.
+
+`Dispatcher.tick` does one batch start to finish. `Dispatcher.run` pipelines batches: while batch N
+is on the wire, batch N+1 is claimed and batch N-1's receipts are recorded, all DuckDB work on one
+thread (the store's one connection is never used from two threads at once, decision 001) while
+the event loop keeps sending. The outbox guarantees do not depend on the mode: every claim and
+every record is one transaction, and a batch is ``in_flight`` in DuckDB for as long as it is on
+the wire, so a kill -9 at any moment leaves at most the batches in flight to be resent.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,7 +31,7 @@ from engine.domain import Outcome, PushMessage, Receipt
 from engine.push.base import PushChannel
 from engine.store import Store
 
-__all__ = ["Dispatcher", "TickReport"]
+__all__ = ["Dispatcher", "RunReport", "TickReport"]
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +43,47 @@ class TickReport:
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class RunReport:
+    """What `Dispatcher.run` did: batches, sends claimed, new states and outcomes, wall seconds."""
+
+    batches: int = 0
+    claimed: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, tick: TickReport) -> None:
+        self.batches += 1
+        self.claimed += tick.claimed
+        for total, part in ((self.states, tick.states), (self.outcomes, tick.outcomes)):
+            for k, v in part.items():
+                total[k] = total.get(k, 0) + v
+
+
+@functools.lru_cache(maxsize=1024)
+def _data(raw: str | None) -> tuple[int | None, tuple[tuple[str, str], ...]]:
+    """(badge, data items) of a send's ``data`` JSON; campaigns repeat the same few, hence the cache."""
+    parsed = json.loads(raw or "{}")
+    badge = parsed.pop("badge", None)   # an int for the vendor, not a data string; 0 is meaningful
+    items = tuple((k, str(v)) for k, v in parsed.items() if v is not None)
+    return None if badge is None else int(badge), items
+
+
 def _messages(claimed: pd.DataFrame) -> list[PushMessage]:
+    cols = ("send_id", "vendor", "token", "title", "body", "app_id", "message_class", "data")
     out = []
-    for row in claimed.itertuples(index=False):
-        raw = json.loads(row.data or "{}")
-        badge = raw.pop("badge", None)   # an int for the vendor, not a data string; 0 is meaningful
-        data = {k: str(v) for k, v in raw.items() if v is not None}
-        data["send_id"] = row.send_id
-        out.append(PushMessage(
-            send_id=row.send_id, vendor=row.vendor, token=row.token, title=row.title, body=row.body,
-            app_id=row.app_id, message_class=row.message_class, data=data,
-            badge=None if badge is None else int(badge),
-        ))
+    for send_id, vendor, token, title, body, app_id, message_class, raw in zip(
+            *(claimed[c].tolist() for c in cols), strict=True):
+        badge, items = _data(raw)
+        data = dict(items)
+        data["send_id"] = send_id
+        out.append(PushMessage(send_id=send_id, vendor=vendor, token=token, title=title, body=body, app_id=app_id,
+                               message_class=message_class, data=data, badge=badge))
     return out
+
+
+_EMPTY = pd.DataFrame(columns=["send_id", "vendor"])
 
 
 class Dispatcher:
@@ -94,15 +133,81 @@ class Dispatcher:
     async def tick(self) -> TickReport:
         """Claim, send and record one batch of due sends."""
         now = self.clock.now()
+        claimed = self._claim(now)
+        if claimed.empty:
+            return TickReport()
+        receipts = await self._send_all(claimed)
+        return self._record(claimed, receipts, now)
+
+    async def run(self, *, until_idle: bool = True, timeout_seconds: float | None = None, depth: int = 2,
+                  idle_seconds: float = 0.05) -> RunReport:
+        """Dispatch with claim, send and record overlapped, until nothing is left open (or the timeout).
+
+        Args:
+            until_idle: stop when no send is left open; otherwise wait for new ones for ever.
+            timeout_seconds: stop claiming after this many seconds (batches on the wire are finished
+                and recorded first).
+            depth: batches on the wire at once.
+            idle_seconds: longest sleep while nothing is due.
+        """
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        report = RunReport()
+        running: set[asyncio.Task] = set()
+        with ThreadPoolExecutor(1, thread_name_prefix="pushwise-store") as db:
+            async def on_store(fn, *args):
+                return await loop.run_in_executor(db, fn, *args)
+
+            async def wait_one() -> None:
+                nonlocal running
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    report.add(task.result())
+
+            try:
+                while timeout_seconds is None or time.perf_counter() - started < timeout_seconds:
+                    if len(running) >= max(1, depth):
+                        await wait_one()
+                        continue
+                    now = self.clock.now()
+                    claimed = await on_store(self._claim, now)
+                    if not claimed.empty:
+                        running.add(asyncio.create_task(self._send_and_record(claimed, now, on_store)))
+                        continue
+                    if running:
+                        await wait_one()
+                        continue
+                    nxt = await on_store(self.next_due)
+                    if nxt is None and until_idle:
+                        break
+                    wait = idle_seconds if nxt is None else (nxt - self.clock.now()).total_seconds()
+                    await asyncio.sleep(min(max(wait, 0.001), idle_seconds))
+            finally:
+                while running:   # what is on the wire is recorded before we return (or re-raise)
+                    done, running = await asyncio.wait(running)
+                    for task in done:
+                        if not task.cancelled() and task.exception() is None:
+                            report.add(task.result())
+        report.seconds = time.perf_counter() - started
+        if timeout_seconds is not None and report.seconds >= timeout_seconds:
+            log.warning("dispatch stopped after %.0f s with sends still open", report.seconds)
+        return report
+
+    async def _send_and_record(self, claimed: pd.DataFrame, now: datetime, on_store) -> TickReport:
+        receipts = await self._send_all(claimed)
+        return await on_store(self._record, claimed, receipts, now)
+
+    def _claim(self, now: datetime) -> pd.DataFrame:
+        """Claim the next batch (rate limits, pauses and fallback routes applied); may be empty."""
         active = sorted(v for v in self.channels if self.paused_until.get(v, now) <= now)
         if not active:
-            return TickReport()
+            return _EMPTY
         if self.fallback:
             reroute(self.store, sorted(self.channels), self.fallback, now)
         granted = self.limits.allowance(active, self.batch_size)
         active = [v for v in active if granted.get(v, 1) > 0]
         if not active:
-            return TickReport()
+            return _EMPTY
         if self.keyring is None:
             from engine.security.crypto import load_keyring
 
@@ -110,25 +215,31 @@ class Dispatcher:
         claimed = claim_due(self.store, now, self.batch_size, vendors=active, vendor_limits=granted or None,
                             keyring=self.keyring)
         self.limits.refund(granted, claimed["vendor"].value_counts().to_dict() if len(claimed) else {})
-        if claimed.empty:
-            return TickReport()
-        messages = _messages(claimed)
+        return claimed
+
+    async def _send_all(self, claimed: pd.DataFrame) -> list[Receipt]:
         by_vendor: dict[str, list[PushMessage]] = {}
-        for m in messages:
+        for m in _messages(claimed):
             by_vendor.setdefault(m.vendor, []).append(m)
         results = await asyncio.gather(*(self._send(v, ms) for v, ms in by_vendor.items()))
-        receipts = [r for batch in results for r in batch]
+        return [r for batch in results for r in batch]
+
+    def _record(self, claimed: pd.DataFrame, receipts: list[Receipt], now: datetime) -> TickReport:
+        """Write the receipts; pause a vendor that refused our credentials."""
         states = record_receipts(self.store, claimed, receipts, self.clock.now(), self.policy, self.rng)
-        outcomes = pd.Series([r.outcome.value for r in receipts]).value_counts().to_dict()
-        for vendor, batch in zip(by_vendor, results, strict=True):
-            refused = [r for r in batch if r.outcome is Outcome.AUTH_ERROR]
-            if refused:
-                until = now + timedelta(seconds=self.policy.auth_pause_seconds)
-                self.paused_until[vendor] = until
-                log.error("ALERT: %s refused our credentials (%s); vendor paused until %s, %d sends kept for later",
-                          vendor, refused[0].reason, until.isoformat(), len(refused))
-        return TickReport(len(claimed), {str(k): int(v) for k, v in states.items()},
-                          {str(k): int(v) for k, v in outcomes.items()})
+        outcomes: dict[str, int] = {}
+        refused: dict[str, list[Receipt]] = {}
+        vendor_of = dict(zip(claimed["send_id"].tolist(), claimed["vendor"].tolist(), strict=True))
+        for r in receipts:
+            outcomes[r.outcome.value] = outcomes.get(r.outcome.value, 0) + 1
+            if r.outcome is Outcome.AUTH_ERROR:
+                refused.setdefault(vendor_of[r.send_id], []).append(r)
+        for vendor, batch in refused.items():
+            until = now + timedelta(seconds=self.policy.auth_pause_seconds)
+            self.paused_until[vendor] = until
+            log.error("ALERT: %s refused our credentials (%s); vendor paused until %s, %d sends kept for later",
+                      vendor, batch[0].reason, until.isoformat(), len(batch))
+        return TickReport(len(claimed), {str(k): int(v) for k, v in states.items()}, outcomes)
 
     async def _send(self, vendor: str, messages: list[PushMessage]) -> list[Receipt]:
         try:

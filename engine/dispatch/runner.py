@@ -44,16 +44,18 @@ def write_vendor_config(vendors: VendorsConfig, path: Path, fallback: dict[str, 
 
 async def run_until_idle(store: Store, settings: Settings, policy: RetryPolicy, *, batch_size: int = 500,
                          timeout_seconds: float | None = None) -> int:
-    """Dispatch on the system clock until no send is left open; returns sends claimed."""
+    """Dispatch on the system clock until no send is left open; returns sends claimed.
+
+    Batches are pipelined (`Dispatcher.run`): claim, send and record overlap, DuckDB on one thread.
+    """
     from engine.push.registry import build_channels
-    from engine.schedule.jobs import run_dispatch
 
     clock = SystemClock()
-    channels = build_channels(settings.validate(), clock)
+    channels = build_channels(settings.validate(), clock, store=store)
     try:
         dispatcher = Dispatcher.from_settings(store, channels, clock, settings)
         dispatcher.policy, dispatcher.batch_size = policy, batch_size
-        run = await run_dispatch(dispatcher, clock, interval_seconds=0.005, timeout_seconds=timeout_seconds)
+        run = await dispatcher.run(timeout_seconds=timeout_seconds)
         return run.claimed
     finally:
         for channel in channels.values():

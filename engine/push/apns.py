@@ -105,8 +105,9 @@ def build_request(msg: PushMessage, topic: str, now: datetime | None = None) -> 
         "apns-priority": "10" if msg.message_class == "transactional" else "5",
         "apns-expiration": str(int(now.timestamp()) + msg.ttl_seconds) if msg.ttl_seconds > 0 else "0",
     }
-    if msg.collapse_id:
-        headers["apns-collapse-id"] = msg.collapse_id
+    # A repeat of this send (resent after a crash or a lost connection) replaces the first copy
+    # on the device: APNs itself does not deduplicate on apns-id.
+    headers["apns-collapse-id"] = msg.collapse_id or headers["apns-id"]
     aps: dict[str, object] = {"alert": {"title": msg.title, "body": msg.body}}
     if msg.badge is not None:
         aps["badge"] = msg.badge

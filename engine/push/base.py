@@ -41,6 +41,7 @@ __all__ = [
     "mask_wire_logs",
     "PushChannel",
     "content_key",
+    "repeat_key",
     "parse_retry_after",
     "tls_context",
     "transport_receipt",
@@ -286,6 +287,24 @@ def content_key(msg: PushMessage) -> tuple[Any, ...]:
     """Everything about ``msg`` except its token and send id: messages with equal keys can share a request."""
     return (msg.app_id, msg.message_class, msg.title, msg.body, tuple(sorted(msg.data.items())),
             msg.badge, msg.collapse_id, msg.ttl_seconds)
+
+
+def repeat_key(batch: Sequence[PushMessage]) -> str | None:
+    """The key a vendor dedups or collapses a repeated message on, derived from the send id.
+
+    A send that was in flight when the dispatcher died or its connection was lost is sent again;
+    each adapter puts this key in its vendor's idempotency or collapse field (apns-collapse-id,
+    notification tag, notify_id, app_message_id, Topic...) so that the repeat is dropped by the
+    vendor or replaces the first copy on the device (docs/decisions/011-repeats-and-idempotency.md).
+
+    Returns:
+        The campaign's ``collapse_id`` when set; else the send id of a one-message request; None
+        for a multi-message request without a collapse id (no single per-send key fits it).
+    """
+    first = batch[0]
+    if first.collapse_id:
+        return first.collapse_id
+    return first.send_id if len(batch) == 1 else None
 
 
 class BatchChannel(PushChannel):

@@ -9,7 +9,7 @@ Vendor docs:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,18 @@ import httpx
 from engine.clock import Clock
 from engine.config import FcmConfig
 from engine.domain import Outcome, PushMessage, Receipt
-from engine.errors import ConfigError
+from engine.errors import ConfigError, PushError
+from engine.push.apns import apns_id
 from engine.push.auth import GoogleServiceAccountTokenProvider
-from engine.push.base import HttpChannel, json_object, parse_retry_after, tls_context
+from engine.push.base import (
+    HttpChannel,
+    credential_failure,
+    json_object,
+    parse_retry_after,
+    repeat_key,
+    tls_context,
+)
+from engine.push.h2pool import H2Pool, exchange_receipts
 
 __all__ = ["ERROR_CODES", "REFRESH_REASONS", "FcmChannel", "build_request", "parse_response"]
 
@@ -63,18 +72,26 @@ def build_request(msg: PushMessage, project_id: str) -> tuple[str, dict[str, str
 
     Returns:
         ``(path, headers, body)`` with ``body = {"message": {"token", "notification", "data",
-        "android": {"priority", "ttl", "collapse_key"}}}`` as compact UTF-8 JSON.
+        "android": {"priority", "ttl", "collapse_key", "notification": {"tag"}}, "apns": {"headers":
+        {"apns-collapse-id"}}}}`` as compact UTF-8 JSON; the tag and apns-collapse-id come from the
+        send id (`repeat_key`).
     """
     message: dict[str, Any] = {"token": msg.token, "notification": {"title": msg.title, "body": msg.body}}
     if msg.data:
         message["data"] = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in msg.data.items()}
-    android: dict[str, str] = {
+    android: dict[str, Any] = {
         "priority": "HIGH" if msg.message_class == "transactional" else "NORMAL",
         "ttl": f"{max(0, msg.ttl_seconds)}s",
     }
     if msg.collapse_id:
         android["collapse_key"] = msg.collapse_id
+    # FCM has no idempotency key: a repeat of this send is delivered again and replaces the first
+    # copy on the device through the notification tag (iOS: apns-collapse-id). A per-send
+    # collapse_key is avoided: FCM keeps only four collapse keys per device while it is offline.
+    key = repeat_key([msg])
+    android["notification"] = {"tag": key}
     message["android"] = android
+    message["apns"] = {"headers": {"apns-collapse-id": msg.collapse_id or apns_id(msg.send_id)}}
     body = json.dumps({"message": message}, ensure_ascii=False, separators=(",", ":")).encode()
     return (f"/v1/projects/{project_id}/messages:send",
             {"content-type": "application/json; charset=UTF-8"}, body)
@@ -158,12 +175,16 @@ def _by_status(status: int, google_error: bool) -> Outcome:
 class FcmChannel(HttpChannel):
     """Sends to FCM HTTP v1 over HTTP/2 with a cached OAuth2 access token.
 
+    Sends go through the lean `H2Pool` (httpx's HTTP/2 path costs ~1 ms of CPU per request,
+    docs/decisions/005); the OAuth token endpoint is reached with httpx. When an httpx
+    ``transport`` is injected (tests), sends go through it too.
+
     Args:
         config: the ``[vendors.fcm]`` section (base_url, project_id, service-account file, ca_file).
         clock: the injected clock (assertion ``iat``/``exp``, token cache, Retry-After dates).
         transport: an httpx transport to use instead of the network (tests); the token endpoint
             is reached through it too.
-        timeout: seconds for connect/read/write/pool.
+        timeout: seconds for connect/read/write/pool; the lean path's per-answer timeout.
 
     Raises:
         ConfigError: the service-account file cannot be read or lacks a field.
@@ -191,6 +212,38 @@ class FcmChannel(HttpChannel):
         self.tokens = GoogleServiceAccountTokenProvider(info, client, clock)
         self.project_id = config.project_id
         super().__init__(client, clock, config.concurrency)
+        self._pool = None if transport is not None else H2Pool(
+            config.base_url, tls_context(config.ca_file), connections=2, concurrency=config.concurrency,
+            timeout=timeout)
+
+    async def send(self, messages: Sequence[PushMessage]) -> list[Receipt]:
+        if self._pool is None:
+            return await super().send(messages)
+        receipts, credential = await self._lean_attempt(messages)
+        again = [i for i, r in enumerate(receipts) if credential is not None and self._needs_refresh(r)]
+        if again:   # the access token expired: fetch a new one and retry those sends exactly once
+            self._invalidate(credential)  # type: ignore[arg-type]
+            retried, _ = await self._lean_attempt([messages[i] for i in again])
+            for i, receipt in zip(again, retried, strict=True):
+                receipts[i] = receipt
+        return receipts
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+        await super().aclose()
+
+    async def _lean_attempt(self, messages: Sequence[PushMessage]) -> tuple[list[Receipt], str | None]:
+        assert self._pool is not None
+        try:
+            credential = await self._credential()
+        except PushError as exc:
+            return credential_failure(list(messages), exc), None
+        now = self._clock.now()
+        receipts = await exchange_receipts(
+            self._pool, messages, self._authorization(credential), lambda m: self._request(m, now),
+            lambda status, headers, body, send_id: self._parse(status, headers, body, send_id, now))
+        return receipts, credential
 
     async def _credential(self) -> str:
         return await self.tokens.token()

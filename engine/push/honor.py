@@ -24,6 +24,7 @@ from engine.push.base import (
     json_object,
     oem_status_outcome,
     parse_retry_after,
+    repeat_key,
     tls_context,
 )
 
@@ -88,8 +89,9 @@ def build_request(batch: Sequence[PushMessage], app_id: str, now: datetime) -> t
     first = batch[0]
     notification: dict[str, Any] = {"title": first.title, "body": first.body, "clickAction": {"type": 3},
                                     "importance": IMPORTANCE[first.message_class]}
-    if first.collapse_id:
-        notification["tag"] = first.collapse_id
+    key = repeat_key(batch)
+    if key:   # a repeat of the send replaces the first copy on the device (Honor has no idempotency key)
+        notification["tag"] = key
     if first.badge is not None:
         notification["badge"] = {"setNum": first.badge, "badgeClass": "Classic"}
     android: dict[str, Any] = {"ttl": f"{max(0, min(first.ttl_seconds, 1_296_000))}s",

@@ -25,6 +25,7 @@ from engine.push.base import (
     json_object,
     oem_status_outcome,
     parse_retry_after,
+    repeat_key,
     tls_context,
 )
 
@@ -103,7 +104,9 @@ def build_request(batch: Sequence[PushMessage], app_id: str) -> tuple[str, dict[
         android["bi_tag"] = first.send_id   # receipts name the send
     if first.collapse_id:
         android["collapse_key"] = -1
-        notification["tag"] = first.collapse_id
+    key = repeat_key(batch)
+    if key:   # a repeat of the send replaces the first copy on the device (Huawei has no idempotency key)
+        notification["tag"] = key
     message: dict[str, Any] = {"android": android, "token": [m.token for m in batch]}
     if first.data:
         message["data"] = json.dumps(first.data, ensure_ascii=False, separators=(",", ":"))

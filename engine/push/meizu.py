@@ -26,6 +26,7 @@ from engine.push.base import (
     http_throttle_wins,
     json_object,
     parse_retry_after,
+    repeat_key,
     tls_context,
     transport_receipt,
 )
@@ -71,7 +72,7 @@ def sign(params: Mapping[str, str], secret: str) -> str:
     return hashlib.md5(raw.encode()).hexdigest()
 
 
-def _message_json(msg: PushMessage) -> str:
+def _message_json(msg: PushMessage, key: str | None) -> str:
     message: dict[str, Any] = {
         "noticeBarInfo": {"noticeBarType": 0, "title": msg.title, "content": msg.body},
         "clickTypeInfo": {"clickType": 0, "parameters": {str(k): str(v) for k, v in msg.data.items()}},
@@ -79,8 +80,8 @@ def _message_json(msg: PushMessage) -> str:
         "advanceInfo": {"notificationType": {"vibrate": True, "lights": True, "sound": True}},
         **CLASSES[msg.message_class],
     }
-    if msg.collapse_id:
-        message["advanceInfo"]["notifyKey"] = hashlib.sha256(msg.collapse_id.encode()).hexdigest()[:8]
+    if key:   # notifyKey collapses: a repeat of the send replaces the first copy on the device
+        message["advanceInfo"]["notifyKey"] = hashlib.sha256(key.encode()).hexdigest()[:8]
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -92,7 +93,7 @@ def build_request(batch: Sequence[PushMessage], app_id: str, secret: str) -> tup
     """
     if not 1 <= len(batch) <= CAP:
         raise ValueError(f"Meizu batches hold 1..{CAP} pushIds, got {len(batch)}")
-    params = {"appId": app_id, "pushIds": ",".join(m.token for m in batch), "messageJson": _message_json(batch[0])}
+    params = {"appId": app_id, "pushIds": ",".join(m.token for m in batch), "messageJson": _message_json(batch[0], repeat_key(batch))}
     params["sign"] = sign(params, secret)
     return PUSH_PATH, {"content-type": "application/x-www-form-urlencoded;charset=UTF-8"}, urlencode(params).encode()
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import httpx
 
 from engine.clock import Clock
-from engine.config import Settings
+from engine.config import SECRET_REF_PREFIX, Settings, VendorsConfig
 from engine.errors import ConfigError
 from engine.push.base import PushChannel
 from engine.push.fcm import FcmChannel
+
+if TYPE_CHECKING:
+    from engine.security.crypto import Keyring
+    from engine.store import Store
 
 __all__ = ["CHANNELS", "build_channels", "channel_class"]
 
@@ -41,7 +47,8 @@ def channel_class(vendor: str) -> type[PushChannel]:
 
 
 def build_channels(
-    settings: Settings, clock: Clock, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
+    settings: Settings, clock: Clock, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None, *,
+    store: Store | None = None, keyring: Keyring | None = None,
 ) -> dict[str, PushChannel]:
     """Build a channel for every enabled vendor.
 
@@ -49,17 +56,41 @@ def build_channels(
         settings: the effective settings; only ``settings.vendors`` is read.
         clock: the injected clock, shared by all channels.
         transports: optional httpx transport per vendor (tests); the network otherwise.
+        store: where ``secret:VENDOR/NAME`` references in vendor sections are looked up
+            (`engine.security.vendor_secrets`); their plaintext lives in memory only, while the
+            channels are built.
+        keyring: decrypts those secrets (default: `load_keyring`).
 
     Returns:
         ``{vendor: channel}`` for the enabled vendors (possibly empty). Close them with ``aclose()``.
 
     Raises:
-        ConfigError: an enabled vendor's section is incomplete or its credential file unusable.
+        ConfigError: an enabled vendor's section is incomplete, its credential file unusable, or it
+            references a stored secret that is missing (or no store was given to look it up in).
     """
-    transports = transports or {}
+    refs = [f"vendors.{name}.{field}" for name in CHANNELS for field, value in _fields(settings, name)
+            if isinstance(value, str) and value.startswith(SECRET_REF_PREFIX)]
+    if not refs:
+        return _build(settings.vendors, clock, transports or {})
+    if store is None:
+        raise ConfigError(f"{refs[0]} references a stored secret, but no database was given to read it from")
+    from engine.security.crypto import load_keyring
+    from engine.security.vendor_secrets import resolved_vendors
+
+    with resolved_vendors(settings.vendors, store, keyring or load_keyring()) as plain:
+        return _build(plain, clock, transports or {})
+
+
+def _fields(settings: Settings, name: str) -> list[tuple[str, object]]:
+    section = getattr(settings.vendors, name)
+    return list(dataclasses.asdict(section).items()) if section.enabled else []
+
+
+def _build(vendors: VendorsConfig, clock: Clock, transports: Mapping[str, httpx.AsyncBaseTransport]
+           ) -> dict[str, PushChannel]:
     channels: dict[str, PushChannel] = {}
     for name in CHANNELS:
-        section = getattr(settings.vendors, name)
+        section = getattr(vendors, name)
         if not section.enabled:
             continue
         problems = section.problems()

@@ -30,12 +30,14 @@ from engine.push.base import (
     http_throttle_wins,
     json_object,
     parse_retry_after,
+    repeat_key,
     tls_context,
     transport_receipt,
 )
 
 __all__ = ["CLASSES", "CODES", "REFRESH_CODES", "VivoAuth", "VivoChannel", "auth_body", "build_list_request",
-           "build_payload_request", "build_single_request", "invalid_users", "parse_response"]
+           "WINDOW_CODE", "build_payload_request", "build_single_request", "invalid_users", "parse_response",
+           "window_opens_in"]
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +84,14 @@ def request_id(batch: Sequence[PushMessage]) -> str:
     return hashlib.sha256("\n".join(m.send_id for m in batch).encode()).hexdigest()
 
 
-def _content(msg: PushMessage) -> dict[str, Any]:
+def _content(msg: PushMessage, key: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"notifyType": 4, "title": msg.title, "content": msg.body,
                             "timeToLive": max(60, min(msg.ttl_seconds, 86_400)), "skipType": 1,
                             "pushMode": 0, **CLASSES[msg.message_class]}
     if msg.data:
         body["clientCustomMap"] = {str(k): str(v) for k, v in msg.data.items()}
-    if msg.collapse_id:
-        body["notifyId"] = int(hashlib.sha256(msg.collapse_id.encode()).hexdigest(), 16) % (2**31 - 1) + 1
+    if key:   # same notifyId replaces on the device; the requestId dedups at vivo
+        body["notifyId"] = int(hashlib.sha256(key.encode()).hexdigest(), 16) % (2**31 - 1) + 1
     return body
 
 
@@ -102,13 +104,13 @@ _HEADERS = {"content-type": "application/json; charset=UTF-8"}
 
 def build_single_request(msg: PushMessage) -> tuple[str, dict[str, str], bytes]:
     """``/message/send`` for one regId (pure)."""
-    return "/message/send", dict(_HEADERS), _json({"regId": msg.token, **_content(msg),
+    return "/message/send", dict(_HEADERS), _json({"regId": msg.token, **_content(msg, repeat_key([msg])),
                                                    "requestId": request_id([msg])})
 
 
 def build_payload_request(batch: Sequence[PushMessage]) -> tuple[str, dict[str, str], bytes]:
     """``/message/saveListPayload``: the shared content of a 2..1000 batch (pure)."""
-    return "/message/saveListPayload", dict(_HEADERS), _json({**_content(batch[0]),
+    return "/message/saveListPayload", dict(_HEADERS), _json({**_content(batch[0], repeat_key(batch)),
                                                               "requestId": request_id(batch)})
 
 
@@ -149,6 +151,20 @@ def _code(value: Any) -> int | None:
         return None
 
 
+#: Operational messages are refused outside 07:00–23:00 China time (UTC+8, no DST).
+WINDOW_CODE = 10071
+_WINDOW_OPENS = 7
+
+
+def window_opens_in(now: datetime) -> float:
+    """Seconds from ``now`` (aware) until vivo's operational send window next opens (07:00 China time)."""
+    china = now + timedelta(hours=8)
+    opens = china.replace(hour=_WINDOW_OPENS, minute=0, second=0, microsecond=0)
+    if opens <= china:
+        opens += timedelta(days=1)
+    return (opens - china).total_seconds()
+
+
 @http_throttle_wins
 def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: Sequence[PushMessage],
                    now: datetime) -> list[Receipt]:
@@ -168,6 +184,8 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: 
                 for m in batch]
     if code != 0:
         outcome = CODES.get(code, Outcome.REJECTED_PAYLOAD)
+        if code == WINDOW_CODE and retry_after is None:
+            retry_after = window_opens_in(now)
         return [Receipt(m.send_id, outcome, status_code=200, reason=str(code), retry_after=retry_after)
                 for m in batch]
     dead = invalid_users(payload)

@@ -15,10 +15,12 @@ Vendor docs:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,10 +38,10 @@ from engine.config import WebPushConfig
 from engine.domain import Outcome, PushMessage, Receipt
 from engine.errors import AuthError, ConfigError
 from engine.push.auth import fingerprint
-from engine.push.base import HttpChannel, parse_retry_after, tls_context, transport_receipt
+from engine.push.base import HttpChannel, parse_retry_after, repeat_key, tls_context, transport_receipt
 
 __all__ = ["MAX_BODY", "STATUSES", "URGENCY", "Subscription", "VapidSigner", "WebPushChannel", "b64url",
-           "build_request", "encrypt", "parse_response", "parse_subscription", "subscription_token"]
+           "build_request", "encrypt", "parse_response", "parse_subscription", "subscription_token", "topic"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,18 @@ def encrypt(plaintext: bytes, sub: Subscription, *, salt: bytes | None = None,
                             dh=sub.p256dh, auth_secret=sub.auth, version="aes128gcm", rs=RECORD_SIZE)
 
 
+def topic(key: str) -> str:
+    """The ``Topic`` header (≤ 32 URL-safe base64 characters) for a collapse or send id: the key itself
+    when it fits, its UUID hex when it is a UUID, else 32 characters of its SHA-256 in base64url.
+    A pending message with the same topic is replaced at the push service (RFC 8030 §5.4)."""
+    if _TOPIC.fullmatch(key):
+        return key
+    try:
+        return uuid.UUID(key).hex
+    except ValueError:
+        return base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()).decode()[:32]
+
+
 def build_request(msg: PushMessage, vapid: str, *, salt: bytes | None = None,
                   sender_key: ec.EllipticCurvePrivateKey | None = None) -> tuple[str, dict[str, str], bytes]:
     """(endpoint URL, headers, encrypted body) for one message; pure given ``salt``/``sender_key``.
@@ -143,8 +157,7 @@ def build_request(msg: PushMessage, vapid: str, *, salt: bytes | None = None,
     headers = {"content-encoding": "aes128gcm", "content-type": "application/octet-stream",
                "ttl": str(max(0, msg.ttl_seconds)), "urgency": URGENCY[msg.message_class],
                "authorization": vapid}
-    if msg.collapse_id and _TOPIC.fullmatch(msg.collapse_id):
-        headers["topic"] = msg.collapse_id
+    headers["topic"] = topic(repeat_key([msg]) or msg.send_id)
     return sub.endpoint, headers, body
 
 

@@ -7,6 +7,7 @@ Vendor docs:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -17,7 +18,14 @@ import httpx
 from engine.clock import Clock
 from engine.config import XiaomiConfig
 from engine.domain import Outcome, PushMessage, Receipt
-from engine.push.base import BatchChannel, http_throttle_wins, json_object, parse_retry_after, tls_context
+from engine.push.base import (
+    BatchChannel,
+    http_throttle_wins,
+    json_object,
+    parse_retry_after,
+    repeat_key,
+    tls_context,
+)
 
 __all__ = [
     "CHANNEL_IDS",
@@ -27,6 +35,7 @@ __all__ = [
     "MAX_TOKENS",
     "XiaomiChannel",
     "build_request",
+    "notify_id",
     "parse_response",
 ]
 
@@ -58,6 +67,11 @@ CODES: dict[int, Outcome] = {
     22022: Outcome.AUTH_ERROR,            # invalid package name: configuration
     200001: Outcome.QUOTA_EXHAUSTED,      # daily quota: stop (xiaomi, app, class) for the day
 }
+
+
+def notify_id(key: str) -> int:
+    """A stable ``notify_id`` (0..2^31−1) for a collapse or send id."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % 2**31
 
 
 def build_request(batch: Sequence[PushMessage], package_name: str) -> tuple[str, dict[str, str], bytes]:
@@ -96,8 +110,9 @@ def build_request(batch: Sequence[PushMessage], package_name: str) -> tuple[str,
     }
     if first.data:
         form["payload"] = json.dumps(first.data, ensure_ascii=False, separators=(",", ":"))
-    if first.collapse_id:
-        form["notify_id"] = str(int.from_bytes(first.collapse_id.encode()[:8].ljust(8, b"\0"), "big") % 2**31)
+    key = repeat_key(batch)
+    if key:   # same notify_id replaces on the device; without one MIUI shows only the latest push
+        form["notify_id"] = str(notify_id(key))
     if len(batch) == 1:
         form["extra.jobkey"] = first.send_id.replace("-", "")[:20]
     return ("/v3/message/regid", {"content-type": "application/x-www-form-urlencoded;charset=UTF-8"},

@@ -55,14 +55,22 @@ def requests(boxes) -> int:
     return sum(v.get("requests", 0) for v in boxes.stats().values())
 
 
-def accepted_send_ids(boxes) -> Counter:
-    ids = Counter(a.message_id for a in boxes.accepted("apns"))
-    ids.update(a.payload["data"]["send_id"] for a in boxes.accepted("fcm"))
-    return ids
+def accepted_copies(boxes) -> pd.DataFrame:
+    """DataFrame[send_id, key, on_reset]: one row per copy a sandbox accepted; ``on_reset`` when the
+    connection it came over was then dropped by an injected reset (the answer may never have arrived)."""
+    rows = []
+    for vendor in ("apns", "fcm"):
+        dropped = boxes.server(vendor).reset_connections
+        for a in boxes.accepted(vendor):
+            sid = a.message_id if vendor == "apns" else a.payload["data"]["send_id"]
+            rows.append((sid, a.key, a.connection in dropped))
+    return pd.DataFrame(rows, columns=["send_id", "key", "on_reset"])
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_only_resends_what_was_in_flight(tmp_path):
+    """In flight means: claimed by a process that was then killed, or accepted by the vendor on a connection
+    that a reset dropped before the dispatcher read the answer. Only those may go out twice, with one key."""
     rng = random.Random(20251203)
     db = tmp_path / "pw.duckdb"
     with start_sandboxes(tmp_path / "sandbox") as boxes:
@@ -74,6 +82,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_only_resends_what_was_in_fl
         boxes.inject("apns", Fault.error(503, "ServiceUnavailable", retry_after=1, count=5))
         boxes.inject("apns", Fault.goaway(after=150))
         boxes.inject("fcm", Fault.reset(count=3))
+        boxes.inject("fcm", Fault.reset(after_accept=True, count=3))
 
         in_flight_at_kill: set[str] = set()
         kills = 0
@@ -95,11 +104,16 @@ def test_sigkill_at_random_moments_loses_nothing_and_only_resends_what_was_in_fl
                     "SELECT send_id FROM sends WHERE state = 'in_flight'").fetchall()}
         final = subprocess.run(runner(db, config), capture_output=True, timeout=300)
         assert final.returncode == 0, final.stderr.decode()[-2000:]
-        accepted = accepted_send_ids(boxes)
+        copies = accepted_copies(boxes)
+        fcm_faults = boxes.vendor("fcm").stats()
+        accepted = Counter(copies["send_id"])
 
     with Store(db) as store:
         states = dict(store.execute("SELECT send_id, state FROM sends").fetchall())
         attempts_ok = store.scalar("SELECT count(*) FROM sends WHERE attempts >= 1")
+        no_answer = {r[0] for r in store.execute(
+            "SELECT DISTINCT send_id FROM send_attempts WHERE reason LIKE 'transport:%'").fetchall()}
+    in_flight_at_reset = set(copies.loc[copies["on_reset"], "send_id"]) & no_answer
     assert kills >= 3 and len(in_flight_at_kill) >= 40, "the kills must land while sends are in flight"
     assert len(states) == len(sends) == attempts_ok
     assert set(states.values()) <= TERMINAL                                  # every send ends, exactly once
@@ -108,4 +122,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_only_resends_what_was_in_fl
     assert {s for s in accepted if states[s] != "delivered"} == set()        # none sent but recorded otherwise
     assert len(delivered) == len(sends) - len(sends["tok"].iloc[::50])      # none lost
     doubled = {s for s, n in accepted.items() if n > 1}
-    assert doubled <= in_flight_at_kill, json.dumps(sorted(doubled - in_flight_at_kill)[:5])
+    outside = doubled - in_flight_at_kill - in_flight_at_reset
+    assert outside == set(), json.dumps(sorted(outside)[:5])
+    assert fcm_faults["fault_reset_after_accept"] == 3 and in_flight_at_reset       # the reset path was exercised
+    keys = copies[copies["send_id"].isin(doubled)].groupby("send_id")["key"].nunique()
+    assert (keys == 1).all() and not copies["key"].eq("").any()                     # a resend keeps its key

@@ -174,3 +174,65 @@ def test_rate_limits_come_from_each_vendor_section():
     limits = VendorLimits.from_settings(vendors)
     assert sorted(limits.buckets) == ["apns", "xiaomi"]
     assert limits.buckets["apns"].burst == 50 and limits.buckets["xiaomi"].rate == 5
+
+
+def test_daily_limits_are_the_published_floors_overlaid_by_the_operators_figures():
+    from engine.dispatch.quota import daily_limits
+
+    assert daily_limits() == {("xiaomi", "marketing"): 10_000, ("oppo", "marketing"): 100_000,
+                              ("vivo", "marketing"): 10_000}
+    limits = daily_limits({"xiaomi": {"marketing": "25000"}, "vivo": {"marketing": -1},
+                           "huawei": {"transactional": 500}})
+    assert limits == {("xiaomi", "marketing"): 25_000, ("oppo", "marketing"): 100_000,
+                      ("huawei", "transactional"): 500}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"xiaomi": {"promo": 1}}, "daily_quota.xiaomi.promo: message class must be one of marketing, transactional"),
+    ({"oppo": {"marketing": "lots"}}, "daily_quota.oppo.marketing must be a whole number, got 'lots'"),
+    ({"oppo": {"marketing": 1.5}}, "daily_quota.oppo.marketing must be a whole number, got 1.5"),
+])
+def test_daily_limits_name_the_bad_key(overrides, message):
+    from engine.dispatch.quota import daily_limits
+
+    with pytest.raises(ValueError) as err:
+        daily_limits(overrides)
+    assert str(err.value) == message
+
+
+def test_quota_state_has_a_row_for_every_limited_key_before_anything_was_sent(outbox):
+    state = quota_state(outbox, T0)
+    assert state.to_dict("records") == [{
+        "vendor": "xiaomi", "app_id": "app", "message_class": "marketing", "accepted": 0, "daily_limit": 10_000,
+        "exhausted": False, "resets_at": pd.Timestamp("2025-03-01 16:00", tz="UTC")}]
+    assert quota_state(outbox, T0, limits={}).empty
+    state = quota_state(outbox, T0, limits={("xiaomi", "marketing"): 3, ("xiaomi", "transactional"): 9,
+                                            ("oppo", "marketing"): 5})   # no active oppo device: no row
+    assert state[["message_class", "daily_limit"]].values.tolist() == [["marketing", 3], ["transactional", 9]]
+
+
+def test_planning_stops_at_a_prefilled_limit_counting_what_was_accepted_today(outbox):
+    from engine.dispatch.quota import record_quota
+
+    record_quota(outbox, pd.DataFrame({"vendor": ["xiaomi"], "app_id": ["app"], "message_class": ["marketing"],
+                                       "accepted": [1], "exhausted": [False]}), T0, limits={("xiaomi", "marketing"): 3})
+    stored = outbox.execute("SELECT accepted, daily_limit FROM vendor_quota").fetchall()
+    assert stored == [(1, 3)]                                  # the new day's row carries its limit
+    state = quota_state(outbox, T0)                            # the stored limit wins over the default
+    planned = pd.DataFrame({"vendor": ["xiaomi"] * 4, "app_id": ["app"] * 4, "message_class": ["marketing"] * 4,
+                            "send_at": [T0 + timedelta(minutes=m) for m in (1, 2, 3, 40)]})
+    assert plannable(planned, state).tolist() == [True, True, False, True]   # 00:10 Beijing is a new day
+
+
+@pytest.mark.xfail(strict=True, reason="outbox.record_receipts counts a 'not before <time>' answer as an attempt and "
+                                       "bounds it by max_total_seconds; fix described in the soak report (vivo 10071)")
+def test_a_send_refused_outside_vivos_send_window_waits_for_the_window_without_failing(outbox):
+    outbox.execute("UPDATE devices SET vendor = 'vivo'")
+    outbox.execute("UPDATE sends SET vendor = 'vivo'")
+    policy = RetryPolicy(max_attempts=6, max_total_seconds=3600)
+    claimed = claim_due(outbox, T0, limit=1)
+    opens_in = 7.5 * 3600   # T0 is 23:30 China time; operational messages may go again at 07:00
+    receipts = [Receipt("s0", Outcome.RATE_LIMITED, 200, "10071", retry_after=opens_in)]
+    record_receipts(outbox, claimed, receipts, T0, policy, np.random.default_rng(0))
+    row = outbox.execute("SELECT state, attempts, next_attempt_at FROM sends WHERE send_id = 's0'").fetchone()
+    assert row == ("retry", 0, T0 + timedelta(seconds=opens_in))

@@ -60,11 +60,14 @@ def test_badge_zero_is_kept_and_none_is_left_out():
     assert "badge" not in json.loads(without)["aps"]
 
 
-def test_marketing_priority_no_collapse_and_ttl_zero():
+def test_marketing_priority_ttl_zero_and_collapse_id_from_the_send_id():
     _, headers, _ = build_request(message(message_class="marketing", ttl_seconds=0), "t", NOW)
     assert headers["apns-priority"] == "5"
     assert headers["apns-expiration"] == "0"
-    assert "apns-collapse-id" not in headers
+    # A repeat of the send (after a crash or a lost connection) replaces the first copy on the device.
+    assert headers["apns-collapse-id"] == headers["apns-id"]
+    _, own, _ = build_request(message(collapse_id="restock"), "t", NOW)
+    assert own["apns-collapse-id"] == "restock"
 
 
 def test_data_cannot_override_aps():

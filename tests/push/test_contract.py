@@ -105,3 +105,53 @@ def test_channel_contract(vendor: str, boxes: Sandboxes, caplog: pytest.LogCaptu
     logged = [record.getMessage() for record in caplog.records]   # every logger, every level
     for token in used:
         assert not any(token in text for text in (*reasons, *logged)), f"{vendor} leaked a device token"
+
+
+def _expected_key(vendor: str, send_id: str) -> str:
+    """The idempotency/collapse fields each vendor's sandbox must record for a send without collapse id
+    (docs/decisions/011-repeats-and-idempotency.md), computed here independently of the adapters."""
+    import hashlib
+
+    apns_id = str(uuid.UUID(send_id))
+    vivo_notify = int(hashlib.sha256(send_id.encode()).hexdigest(), 16) % (2**31 - 1) + 1
+    xiaomi_notify = int.from_bytes(hashlib.sha256(send_id.encode()).digest()[:4], "big") % 2**31
+    return {
+        "apns": f"apns-id={apns_id};apns-collapse-id={apns_id}",
+        "fcm": f"tag={send_id};apns-collapse-id={apns_id}",
+        "huawei": f"tag={send_id};bi-tag={send_id}",
+        "honor": f"tag={send_id};biTag={send_id}",
+        "xiaomi": f"notify-id={xiaomi_notify};jobkey={send_id.replace('-', '')[:20]}",
+        "oppo": f"app-message-id={send_id}",
+        "vivo": f"requestId={send_id};notifyId={vivo_notify}",
+        "meizu": f"notifyKey={hashlib.sha256(send_id.encode()).hexdigest()[:8]}",
+        "webpush": f"topic={uuid.UUID(send_id).hex}",
+    }[vendor]
+
+
+#: Vendors that drop a repeat of the same key themselves (the sandbox answers it without a second copy).
+DEDUPLICATING = {"oppo", "vivo"}
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_repeat_after_a_lost_answer_carries_the_same_key(vendor: str, boxes: Sandboxes) -> None:
+    """The vendor accepts a send, the connection dies before the answer: the resend carries the same
+    vendor key (derived from the send id), and the sandbox knows the first copy went out on a reset connection."""
+    rng = random.Random(f"repeat-{vendor}")
+    token = _token_maker(boxes, vendor)(rng)
+    msg = _message(vendor, token, rng)
+    boxes.inject(vendor, Fault.reset(after_accept=True))
+    (first,) = _send(boxes, vendor, [msg])
+    assert first.outcome is Outcome.TRANSIENT and (first.reason or "").startswith("transport:"), first
+    copies = [a for a in boxes.accepted(vendor) if a.token == token]
+    assert len(copies) == 1 and copies[0].connection in boxes.server(vendor).reset_connections
+
+    (again,) = _send(boxes, vendor, [msg])
+    assert again.outcome is Outcome.DELIVERED, again
+    copies = [a for a in boxes.accepted(vendor) if a.token == token]
+    assert len(copies) == (1 if vendor in DEDUPLICATING else 2)
+    assert {a.key for a in copies} == {_expected_key(vendor, msg.send_id)}
+
+    other = _message(vendor, token, rng)   # another send to the same device: another key
+    (receipt,) = _send(boxes, vendor, [other])
+    assert receipt.outcome is Outcome.DELIVERED, receipt
+    assert [a.key for a in boxes.accepted(vendor) if a.token == token][-1] == _expected_key(vendor, other.send_id)

@@ -50,14 +50,18 @@ def test_build_request_golden():
         "token": "tok",
         "notification": {"title": "Hi", "body": "There"},
         "data": {"deep_link": "app://item/7", "n": "3"},
-        "android": {"priority": "HIGH", "ttl": "3600s", "collapse_key": "restock"},
+        "android": {"priority": "HIGH", "ttl": "3600s", "collapse_key": "restock",
+                    "notification": {"tag": "restock"}},
+        "apns": {"headers": {"apns-collapse-id": "restock"}},
     }}
 
 
 def test_marketing_defaults():
     _, _, body = build_request(message(), "p")
     assert json.loads(body) == {"message": {"token": "tok", "notification": {"title": "Hi", "body": "There"},
-                                            "android": {"priority": "NORMAL", "ttl": "86400s"}}}
+                                            "android": {"priority": "NORMAL", "ttl": "86400s",
+                                                        "notification": {"tag": "s1"}},
+                                            "apns": {"headers": {"apns-collapse-id": "59e0f9d3-26c5-5b98-879d-523ffee32eb0"}}}}
 
 
 def test_parse_success():

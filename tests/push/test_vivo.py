@@ -27,6 +27,7 @@ from engine.push.vivo import (
     build_single_request,
     invalid_users,
     parse_response,
+    window_opens_in,
 )
 from tests.push.conftest import T0, run
 
@@ -211,4 +212,16 @@ def test_operational_messages_only_inside_the_china_time_window(boxes, fixed, rn
     (marketing,), _ = _send(boxes, fixed, [_msg(rng)])
     (service,), _ = _send(boxes, fixed, [_msg(rng, message_class="transactional")])
     assert (marketing.outcome, marketing.reason) == (Outcome.RATE_LIMITED, "10071")
+    assert marketing.retry_after == 7 * 3600.0           # until the window opens at 07:00 China time
     assert service.outcome is Outcome.DELIVERED
+
+
+@pytest.mark.parametrize(("utc", "seconds"), [
+    ("2025-03-01T15:00:00+00:00", 8 * 3600.0),    # 23:00 China: opens in 8 h
+    ("2025-03-01T22:59:30+00:00", 30.0),          # 06:59:30 China
+    ("2025-03-01T23:00:00+00:00", 24 * 3600.0),   # 07:00 China: next opening is tomorrow
+])
+def test_window_opens_in(utc, seconds):
+    from datetime import datetime
+
+    assert window_opens_in(datetime.fromisoformat(utc)) == seconds

@@ -40,7 +40,7 @@ def test_golden_form_for_one_marketing_message():
         "registration_id": "R" * 44, "restricted_package_name": "com.pushwise.demo", "pass_through": "0",
         "title": "Hi", "description": "Teapots", "notify_type": "-1", "time_to_live": "3600000",
         "extra.channel_id": "public", "extra.notify_effect": "1", "payload": '{"item":"42"}',
-        "notify_id": str(int.from_bytes(b"promo\0\0\0", "big") % 2**31), "extra.jobkey": "0f8c2a1e7d4b4c3a9e1f"}
+        "notify_id": "1022300598", "extra.jobkey": "0f8c2a1e7d4b4c3a9e1f"}
 
 
 def test_transactional_goes_to_the_private_channel_and_batches_join_regids(rng):

@@ -227,6 +227,16 @@ class Sandboxes:
         """Notifications ``vendor`` accepted so far, oldest first."""
         return self.vendor(vendor).accepted()
 
+    def server(self, name: str) -> SandboxServer:
+        """The TLS server of vendor ``name``: its ``handler`` (wrap it to play faults of your own),
+        ``stats`` and ``reset_connections`` (ids of the connections a reset dropped; compare
+        `Accepted.connection` to tell which accepted messages the client may never have heard of)."""
+        if name in self._extra:
+            return self._extra[name][1]
+        if name not in ("apns", "fcm"):
+            raise KeyError(f"no sandbox for vendor {name!r}")
+        return self._apns_server if name == "apns" else self._fcm_server
+
     def unregister(self, vendor: str, token: str, at: datetime) -> None:
         """Make ``token`` answer as unregistered (APNs 410 with ``at`` as timestamp; FCM 404)."""
         self.vendor(vendor).unregister(token, at)

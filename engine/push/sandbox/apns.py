@@ -23,7 +23,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from engine.clock import Clock
-from engine.push.sandbox.common import Accepted, VendorSandbox
+from engine.push.sandbox.common import Accepted, VendorSandbox, key_of
 from engine.push.sandbox.server import Request, Response
 
 __all__ = ["PUSH_TYPE_SUFFIX", "ApnsSandbox"]
@@ -54,6 +54,11 @@ class ApnsSandbox(VendorSandbox):
     """
 
     vendor = "apns"
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """APNs keeps no memory of apns-id; apns-collapse-id makes the device show the latest copy only."""
+        h = item.headers
+        return key_of(apns_id=h.get("apns-id"), apns_collapse_id=h.get("apns-collapse-id"))
 
     def __init__(self, topic: str, clock: Clock | None = None, *, development: bool = True) -> None:
         super().__init__(clock)

@@ -19,7 +19,13 @@ from urllib.parse import parse_qs
 from engine.clock import Clock, SystemClock
 from engine.push.sandbox.server import Request, Response
 
-__all__ = ["Accepted", "ClientCredentialsIssuer", "Fault", "Limits", "VendorSandbox"]
+__all__ = ["Accepted", "ClientCredentialsIssuer", "Fault", "Limits", "VendorSandbox", "key_of"]
+
+
+def key_of(**fields: object) -> str:
+    """``name=value`` pairs of the present (non-empty) fields joined by ``;``, for `Accepted.key`."""
+    return ";".join(f"{name.replace('_', '-')}={value}" for name, value in fields.items()
+                    if value not in (None, ""))
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class Fault:
     """
 
     kind: str
+    after_accept: bool = False
     status: int = 0
     reason: str = ""
     retry_after: str | None = None
@@ -59,9 +66,10 @@ class Fault:
         return cls("slow", delay=delay, count=count, target=target)
 
     @classmethod
-    def reset(cls, *, count: int = 1, target: str = "send") -> Fault:
-        """Drop the connection without processing or answering."""
-        return cls("reset", count=count, target=target)
+    def reset(cls, *, after_accept: bool = False, count: int = 1, target: str = "send") -> Fault:
+        """Drop the connection without answering: before processing the request, or (``after_accept``)
+        after the vendor accepted and stored it, so that the client cannot know it went out."""
+        return cls("reset", after_accept=after_accept, count=count, target=target)
 
     @classmethod
     def goaway(cls, after: int = 0, *, target: str = "send") -> Fault:
@@ -81,6 +89,8 @@ class Accepted:
         payload: the parsed JSON body (APNs payload, or FCM ``message``).
         at: sandbox clock time of acceptance.
         connection: id of the connection it came over.
+        key: what the vendor deduplicates or collapses a repeat on, as ``name=value`` pairs joined
+            by ``;`` (e.g. ``apns-id=…;apns-collapse-id=…``; `VendorSandbox.idempotency_key`).
     """
 
     vendor: str
@@ -90,6 +100,7 @@ class Accepted:
     payload: dict[str, Any]
     at: datetime
     connection: int
+    key: str = ""
 
 
 class VendorSandbox:
@@ -156,7 +167,7 @@ class VendorSandbox:
         fault = self._take_fault(target) if target else None
         if fault is None:
             return self._route(request)
-        self.count(f"fault_{fault.kind}")
+        self.count(f"fault_{fault.kind}{'_after_accept' if fault.after_accept else ''}")
         if fault.kind == "error":
             response = self._error(fault.status, fault.reason, target or "send")
             if fault.retry_after is not None:
@@ -165,6 +176,8 @@ class VendorSandbox:
         if fault.kind == "slow":
             return replace(self._route(request), delay=fault.delay)
         if fault.kind == "reset":
+            if fault.after_accept:
+                self._route(request)   # accepted and stored; the answer is lost with the connection
             return Response(action="reset")
         if fault.after <= 0:
             return Response(action="goaway")
@@ -175,6 +188,8 @@ class VendorSandbox:
             self._stats[key] += n
 
     def record(self, item: Accepted) -> None:
+        if not item.key:
+            item = replace(item, key=self.idempotency_key(item))
         with self._lock:
             self._accepted.append(item)
             self._stats["accepted"] += 1
@@ -197,6 +212,10 @@ class VendorSandbox:
         return None
 
     # -- vendor hooks ---------------------------------------------------------------------------
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """The fields of ``item`` the vendor deduplicates or collapses a repeat on (see `Accepted.key`)."""
+        return ""
 
     def _target(self, request: Request) -> str | None:
         """``"send"``/``"token"`` for requests faults may apply to, None otherwise."""

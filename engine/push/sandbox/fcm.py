@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 
 from engine.clock import Clock
 from engine.push.auth import FCM_SCOPE, JWT_BEARER
-from engine.push.sandbox.common import Accepted, VendorSandbox
+from engine.push.sandbox.common import Accepted, VendorSandbox, key_of
 from engine.push.sandbox.server import Request, Response
 
 __all__ = ["GOOGLE_TOKEN_URI", "FcmSandbox", "google_error"]
@@ -91,6 +91,14 @@ class FcmSandbox(VendorSandbox):
     """
 
     vendor = "fcm"
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """FCM has no idempotency key; the notification tag (and apns-collapse-id) replace on the device."""
+        android = item.payload.get("android") or {}
+        note = android.get("notification") or {}
+        apns = (item.payload.get("apns") or {}).get("headers") or {}
+        return key_of(tag=note.get("tag"), collapse_key=android.get("collapse_key"),
+                      apns_collapse_id=apns.get("apns-collapse-id"))
 
     def __init__(self, clock: Clock | None = None, *, access_token_ttl: int = 3599) -> None:
         super().__init__(clock)

@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.push.honor import MAX_BODY_BYTES, MAX_TOKENS, QUOTA_CODE, RATE_CODE
-from engine.push.sandbox.common import Accepted, ClientCredentialsIssuer, Limits, VendorSandbox
+from engine.push.sandbox.common import Accepted, ClientCredentialsIssuer, Limits, VendorSandbox, key_of
 from engine.push.sandbox.server import Request, Response
 
 __all__ = ["TOKEN_PATH", "HonorSandbox", "new_honor_token"]
@@ -56,6 +56,11 @@ class HonorSandbox(VendorSandbox):
     """
 
     vendor = "honor"
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """Honor has no idempotency key; the notification tag replaces on the device."""
+        android = item.payload.get("android") or {}
+        return key_of(tag=(android.get("notification") or {}).get("tag"), biTag=android.get("biTag"))
 
     def __init__(self, clock: Clock | None = None, *, access_token_ttl: int = 3600) -> None:
         super().__init__(clock)

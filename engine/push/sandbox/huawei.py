@@ -22,7 +22,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.push.huawei import CATEGORIES, MAX_BODY_BYTES, MAX_TOKENS, QUOTA_CODE
-from engine.push.sandbox.common import Accepted, ClientCredentialsIssuer, Limits, VendorSandbox
+from engine.push.sandbox.common import Accepted, ClientCredentialsIssuer, Limits, VendorSandbox, key_of
 from engine.push.sandbox.server import Request, Response
 
 __all__ = ["TOKEN_PATH", "HuaweiSandbox", "new_huawei_token"]
@@ -61,6 +61,11 @@ class HuaweiSandbox(VendorSandbox):
     """
 
     vendor = "huawei"
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """Huawei has no idempotency key; the notification tag replaces on the device."""
+        android = item.payload.get("android") or {}
+        return key_of(tag=(android.get("notification") or {}).get("tag"), bi_tag=android.get("bi_tag"))
 
     def __init__(self, clock: Clock | None = None, *, access_token_ttl: int = 3600) -> None:
         super().__init__(clock)

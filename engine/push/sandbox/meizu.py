@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from engine.clock import Clock
-from engine.push.sandbox.common import Accepted, VendorSandbox
+from engine.push.sandbox.common import Accepted, VendorSandbox, key_of
 from engine.push.sandbox.server import Request, Response
 
 __all__ = ["PUSH_PATH", "MeizuSandbox", "new_meizu_token"]
@@ -57,6 +57,10 @@ class MeizuSandbox(VendorSandbox):
     """
 
     vendor = "meizu"
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """Meizu shows only the latest notification of one notifyKey."""
+        return key_of(notifyKey=(item.payload.get("advanceInfo") or {}).get("notifyKey"))
 
     def __init__(self, app_id: str, app_secret: str, clock: Clock | None = None, *,
                  daily_quota: dict[str, int | None] | None = None, rate_limit: int | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from engine.clock import Clock
-from engine.push.sandbox.common import Accepted, VendorSandbox
+from engine.push.sandbox.common import Accepted, VendorSandbox, key_of
 from engine.push.sandbox.server import Request, Response
 
 __all__ = ["SERVICE_CATEGORIES", "OppoSandbox", "new_oppo_token"]
@@ -59,6 +59,10 @@ class OppoSandbox(VendorSandbox):
     """
 
     vendor = "oppo"
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """OPPO delivers one message per app_message_id and target (this sandbox too)."""
+        return key_of(app_message_id=(item.payload.get("notification") or {}).get("app_message_id"))
 
     def __init__(self, app_key: str, master_secret: str, clock: Clock | None = None, *, token_ttl: int = 86_400,
                  daily_quota: dict[str, int | None] | None = None, rate_limit: int | None = None) -> None:

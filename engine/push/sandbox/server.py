@@ -123,6 +123,9 @@ class SandboxServer:
         self.goaway_data = goaway_data
         self.connections: set[_Connection] = set()
         self.stats = {"connections": 0, "h2_connections": 0, "http1_connections": 0, "resets": 0, "goaways": 0}
+        #: ids of the connections a ``reset`` answer dropped: every request accepted on one of them
+        #: may have been stored by the vendor without the client reading the answer.
+        self.reset_connections: set[int] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -183,6 +186,11 @@ class _Connection(asyncio.Protocol):
         self._closed = True
         if self.transport is not None:
             self.transport.abort()
+
+    def _reset(self) -> None:
+        self.server.stats["resets"] += 1
+        self.server.reset_connections.add(self.info.id)
+        self.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.h2 is not None:
@@ -260,8 +268,7 @@ class _Connection(asyncio.Protocol):
         request = Request(pseudo.get(":method", ""), pseudo.get(":path", ""), headers, b"".join(chunks), self.info)
         response = self._dispatch(request)
         if response.action == "reset":
-            self.server.stats["resets"] += 1
-            self.abort()
+            self._reset()
             return
         if response.action == "goaway":
             self._goaway()
@@ -364,8 +371,7 @@ class _Connection(asyncio.Protocol):
             return
         response = self._dispatch(Request(method, target, headers, b"".join(self._h11_body), self.info))
         if response.action == "reset":
-            self.server.stats["resets"] += 1
-            self.abort()
+            self._reset()
             return
         close = response.action == "goaway" or response.goaway_after is not None
         if response.delay > 0:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.clock import Clock
-from engine.push.sandbox.common import Accepted, VendorSandbox
+from engine.push.sandbox.common import Accepted, VendorSandbox, key_of
 from engine.push.sandbox.server import Request, Response
 
 __all__ = ["VivoSandbox", "new_vivo_token"]
@@ -59,6 +59,10 @@ class VivoSandbox(VendorSandbox):
     """
 
     vendor = "vivo"
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """vivo deduplicates on requestId (this sandbox too); the same notifyId replaces on the device."""
+        return key_of(requestId=item.payload.get("requestId"), notifyId=item.payload.get("notifyId"))
 
     def __init__(self, app_id: str, app_key: str, app_secret: str, clock: Clock | None = None, *,
                  token_ttl: int = 86_400, daily_quota: dict[int, int | None] | None = None,

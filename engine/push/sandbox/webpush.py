@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from engine.clock import Clock
-from engine.push.sandbox.common import Accepted, VendorSandbox
+from engine.push.sandbox.common import Accepted, VendorSandbox, key_of
 from engine.push.sandbox.server import Request, Response
 from engine.push.webpush import b64url, subscription_token
 
@@ -79,6 +79,10 @@ class WebPushSandbox(VendorSandbox):
     """
 
     vendor = "webpush"
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """A push service replaces a pending message with the same Topic (RFC 8030 §5.4)."""
+        return key_of(topic=item.headers.get("topic"))
 
     def __init__(self, clock: Clock | None = None, *, rate_limit: int | None = None,
                  max_ttl: int = 2_419_200) -> None:

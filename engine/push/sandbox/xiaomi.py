@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from engine.clock import Clock
-from engine.push.sandbox.common import Accepted, Limits, VendorSandbox
+from engine.push.sandbox.common import Accepted, Limits, VendorSandbox, key_of
 from engine.push.sandbox.server import Request, Response
 from engine.push.xiaomi import CHANNEL_IDS, MAX_DESCRIPTION, MAX_TITLE, MAX_TOKENS
 
@@ -56,6 +56,10 @@ class XiaomiSandbox(VendorSandbox):
     """
 
     vendor = "xiaomi"
+
+    def idempotency_key(self, item: Accepted) -> str:
+        """Xiaomi replaces a notification with the same notify_id; extra.jobkey dedups on the device."""
+        return key_of(notify_id=item.payload.get("notify_id"), jobkey=item.payload.get("extra.jobkey"))
 
     def __init__(self, clock: Clock | None = None) -> None:
         super().__init__(clock)
