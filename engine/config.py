@@ -17,6 +17,9 @@ from engine.errors import ConfigError
 __all__ = ["ApnsConfig", "FcmConfig", "HonorConfig", "HuaweiConfig", "MeizuConfig", "OppoConfig", "Settings",
            "VendorsConfig", "VivoConfig", "WebPushConfig", "XiaomiConfig", "load_settings"]
 
+#: A value ``secret:VENDOR/NAME`` names a credential stored encrypted in the database
+#: (``pushwise secrets put``), resolved when channels are built (engine/security/vendor_secrets.py).
+SECRET_REF_PREFIX = "secret:"
 SECRET_FIELDS = frozenset({"key_file", "service_account_file", "private_key", "password", "pseudonym_key",
                            "data_keys", "client_secret", "app_secret", "master_secret", "vapid_private_key_file"})
 
@@ -40,7 +43,7 @@ class ApnsConfig:
             return []
         missing = [n for n in ("team_id", "key_id", "key_file", "topic") if not getattr(self, n)]
         out = [f"vendors.apns.{n} is required when APNs is enabled" for n in missing]
-        if self.key_file and not Path(self.key_file).is_file():
+        if self.key_file and not self.key_file.startswith(SECRET_REF_PREFIX) and not Path(self.key_file).is_file():
             out.append(f"vendors.apns.key_file does not exist: {self.key_file}")
         return out
 
@@ -65,7 +68,8 @@ class FcmConfig:
             out.append("vendors.fcm.project_id is required when FCM is enabled")
         if not self.service_account_file:
             out.append("vendors.fcm.service_account_file is required when FCM is enabled")
-        elif not Path(self.service_account_file).is_file():
+        elif (not self.service_account_file.startswith(SECRET_REF_PREFIX)
+              and not Path(self.service_account_file).is_file()):
             out.append(f"vendors.fcm.service_account_file does not exist: {self.service_account_file}")
         return out
 
@@ -197,6 +201,7 @@ class Settings:
     pseudonym_key: str = ""    # HMAC key for pseudonymous user ids in the dashboard (else a per-install key file)
     data_keys: str = ""        # AES-GCM data keys "id:hex,id:hex", newest last (else a key file); engine.security.crypto
     data_key_file: str = ""    # where the data keys live when data_keys is empty (default ~/.config/pushwise/data.keys)
+    service_ca: str = ""       # CA bundle (PEM) the CLI trusts for a `pushwise serve` on HTTPS (PUSHWISE_SERVICE_CA)
     vendors: VendorsConfig = field(default_factory=VendorsConfig)
     # vendor → vendor that reaches the same user when the first cannot (e.g. huawei = "fcm"), see
     # docs/decisions/006-routing-and-quotas.md
@@ -269,6 +274,8 @@ def _coerce(value: Any, kind: type, name: str) -> Any:
 ENV_NOT_SETTINGS = frozenset({
     "PUSHWISE_CONFIG",                     # which TOML file to read
     "PUSHWISE_DASHBOARD_PASSWORD_HASH",    # dashboard login (engine.security.dashboard_login)
+    "PUSHWISE_DASHBOARD_MAX_FAILURES",     # dashboard login throttle (engine.security.dashboard_login)
+    "PUSHWISE_DASHBOARD_SESSION_MINUTES",  # dashboard login lifetime (engine.security.dashboard_login)
     "PUSHWISE_SCREENSHOT_DIR",             # where the screenshot test keeps its PNGs
 })
 

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.analytics.pseudonym import pseudonymise
-from engine.api.auth import require
+from engine.api.auth import require, require_metrics
 from engine.api.metrics import ApiMetrics
 from engine.api.schemas import (
     ConsentIn,
@@ -32,11 +32,13 @@ from engine.api.schemas import (
     EventsIn,
     EventsOut,
     KeyIn,
+    SecretIn,
     TriggerIn,
     TriggerOut,
 )
 from engine.clock import Clock, SystemClock
 from engine.errors import InputError, PushwiseError
+from engine.security import vendor_secrets
 from engine.security.apikeys import ApiKey, NonceCache, RateLimiter, audit, create_key
 from engine.security.crypto import Keyring
 from engine.service import operations as ops
@@ -63,6 +65,7 @@ class ServiceContext:
     backup_dir: Path | None = None
     backup_keep: int = 7
     retention_days: float = 0.0
+    metrics_open_on_loopback: bool = False   # /metrics without a key from loopback (see engine.api.auth)
     max_body_bytes: int = MAX_BODY_BYTES
     nonces: NonceCache = field(default_factory=NonceCache)
     limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -162,9 +165,9 @@ def create_app(ctx: ServiceContext) -> FastAPI:
         depth = ctx.store.execute("SELECT count(*) FROM sends WHERE state IN ('pending', 'retry')").fetchall()[0][0]
         return {"status": "ok", "queue_depth": depth}
 
-    @app.get("/metrics", tags=["service"], response_class=Response)
+    @app.get("/metrics", tags=["service"], response_class=Response, dependencies=[Depends(require_metrics)])
     async def metrics() -> Response:
-        """Prometheus text exposition."""
+        """Prometheus text exposition; needs a key with the 'metrics' (or 'admin') scope."""
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/triggers", status_code=202, response_model=TriggerOut, tags=["sends"])
@@ -244,6 +247,27 @@ def create_app(ctx: ServiceContext) -> FastAPI:
         counts = ops.rotate_data_key(ctx.store, ctx.keyring)
         _audit(request, "data-key.rotate", ctx.keyring.current_id, 200)
         return {"current_key": ctx.keyring.current_id, "reencrypted": counts}
+
+    @app.put("/v1/admin/secrets/{vendor}/{name}", tags=["admin"])
+    async def put_secret(vendor: str, name: str, body: SecretIn, request: Request, key: AdminKey) -> dict:
+        """Store or replace a vendor credential, encrypted under the data key; the value is never returned."""
+        created = vendor_secrets.put_secret(ctx.store, ctx.keyring, vendor, name, body.value, ctx.clock.now())
+        _audit(request, "secret.put", f"{vendor}/{name}", 200, "created" if created else "replaced")
+        return {"vendor": vendor, "name": name, "created": created}
+
+    @app.get("/v1/admin/secrets", tags=["admin"])
+    async def list_secrets(key: AdminKey) -> list[dict]:
+        """Stored vendor credentials by vendor and name (never their values)."""
+        return [{"vendor": s.vendor, "name": s.name, "key_id": s.key_id, "updated_at": s.updated_at.isoformat()}
+                for s in vendor_secrets.list_secrets(ctx.store)]
+
+    @app.delete("/v1/admin/secrets/{vendor}/{name}", status_code=204, tags=["admin"])
+    async def remove_secret(vendor: str, name: str, request: Request, key: AdminKey) -> Response:
+        """Delete a stored vendor credential (a running channel keeps the copy it was built with)."""
+        if not vendor_secrets.remove_secret(ctx.store, vendor, name):
+            raise HTTPException(404, "no stored secret with this vendor and name")
+        _audit(request, "secret.remove", f"{vendor}/{name}", 204)
+        return Response(status_code=204)
 
     @app.post("/v1/admin/backup", tags=["admin"])
     async def backup(request: Request, key: AdminKey) -> dict:

@@ -7,6 +7,7 @@ allowed" (the key lacks the scope). Neither says whether a key id exists.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from collections.abc import Callable
 
@@ -14,7 +15,7 @@ from fastapi import HTTPException, Request
 
 from engine.security.apikeys import ApiKey, audit, authenticate, verify_signature
 
-__all__ = ["KEY_CACHE_SECONDS", "require"]
+__all__ = ["KEY_CACHE_SECONDS", "require", "require_metrics"]
 
 KEY_CACHE_SECONDS = 5.0
 
@@ -72,3 +73,25 @@ def require(scope: str) -> Callable:
         return key
 
     return dependency
+
+
+def _loopback(request: Request) -> bool:
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
+
+
+_metrics_key = require("metrics")
+
+
+async def require_metrics(request: Request) -> ApiKey | None:
+    """The /metrics gate: a key with the 'metrics' (or 'admin') scope; none needed from loopback when allowed.
+
+    ``ServiceContext.metrics_open_on_loopback`` admits key-less scrapes from 127.0.0.1/::1 only, for a
+    Prometheus on the same host. Behind a reverse proxy on that host every caller looks local: keep it off then.
+    """
+    ctx = request.app.state.ctx
+    if ctx.metrics_open_on_loopback and "authorization" not in request.headers and _loopback(request):
+        return None
+    return await _metrics_key(request)

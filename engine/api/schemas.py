@@ -14,7 +14,7 @@ from engine.errors import InputError
 from engine.service.operations import VENDORS, check_token
 
 __all__ = ["ConsentIn", "DeviceIn", "DeviceOut", "EraseIn", "EventIn", "EventsIn", "EventsOut", "KeyIn",
-           "TriggerIn", "TriggerOut"]
+           "SecretIn", "TriggerIn", "TriggerOut"]
 
 Id = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")
 
@@ -138,9 +138,14 @@ class EraseIn(_Strict):
 
 
 class KeyIn(_Strict):
-    scopes: list[Literal["send", "ingest", "admin"]] = Field(min_length=1, max_length=3)
+    scopes: list[Literal["send", "ingest", "admin", "metrics"]] = Field(min_length=1, max_length=4)
     label: str = Field(default="", max_length=100)
     rate_per_second: float = Field(default=200.0, gt=0, le=100_000)
 
 
+class SecretIn(BaseModel):
+    """A vendor credential to store encrypted (a .p8 or PEM key, a service-account JSON, an app secret)."""
 
+    model_config = ConfigDict(extra="forbid")   # no whitespace stripping: the value is kept byte for byte
+
+    value: str = Field(min_length=1, max_length=65_536, description="the secret; never returned or logged")

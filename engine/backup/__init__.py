@@ -6,7 +6,8 @@
 
 A backup is written to a hidden temporary folder and renamed into place when complete, so a folder
 without a manifest is never a finished backup. :func:`restore_backup` checks everything before it touches
-the database. Device tokens stay encrypted in the Parquet files; restoring needs the same data keys.
+the database. Device tokens and vendor credentials stay encrypted in the Parquet files; restoring needs the
+same data keys.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def _tables(store: Store) -> list[str]:
 
 def _used_key_ids(store: Store, keyring: Keyring) -> set[str]:
     rows = store.execute("""SELECT DISTINCT split_part(token, ':', 2) FROM devices WHERE token LIKE 'pw1:%'
-                            UNION SELECT DISTINCT split_part(signing_secret, ':', 2) FROM api_keys""").fetchall()
+                            UNION SELECT DISTINCT split_part(signing_secret, ':', 2) FROM api_keys
+                            UNION SELECT DISTINCT split_part(ciphertext, ':', 2) FROM vendor_secrets""").fetchall()
     return {r[0] for r in rows}
 
 

@@ -24,7 +24,7 @@ from engine.store import Store
 __all__ = ["SCOPES", "ApiKey", "NonceCache", "RateLimiter", "audit", "authenticate", "create_key",
            "sign_request", "verify_signature"]
 
-SCOPES = ("send", "ingest", "admin")
+SCOPES = ("send", "ingest", "admin", "metrics")   # metrics: read /metrics only
 SIGNING_COLUMN = "api_keys.signing_secret"
 MAX_SKEW_SECONDS = 300
 
@@ -98,12 +98,31 @@ def sign_request(full_key: str, method: str, path: str, body: bytes, *, timestam
 
 
 class NonceCache:
-    """Nonces seen within the allowed clock skew; a nonce seen twice is a replay."""
+    """Nonces seen within the allowed clock skew; a nonce seen twice is a replay.
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+    In memory by default. Given a store (:meth:`persistent`), each accepted nonce is also written to
+    ``request_nonces`` and the recent ones are loaded at start, so a restart inside the timestamp window
+    cannot be used to replay a request. The store must be the caller's own connection (the service's loop).
+    """
+
+    PRUNE_EVERY = 1_000   # accepted nonces between deletions of expired rows
+
+    def __init__(self, max_entries: int = 200_000, store: Store | None = None) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
+        self._store = store
+        self._since_prune = 0
+
+    @classmethod
+    def persistent(cls, store: Store, now: float, max_entries: int = 200_000) -> NonceCache:
+        """A cache written through to ``store``, holding the nonces it saw within the window before ``now``."""
+        cache = cls(max_entries, store)
+        rows = store.execute("""SELECT key_id, nonce, seen_at FROM request_nonces WHERE seen_at >= ?
+                                ORDER BY seen_at""", [now - 2 * MAX_SKEW_SECONDS]).fetchall()
+        for key_id, nonce, seen_at in rows[-max_entries:]:
+            cache._seen[f"{key_id}:{nonce}"] = seen_at
+        return cache
 
     def add(self, key_id: str, nonce: str, now: float) -> bool:
         """Record a nonce; False when it was already seen (a replay)."""
@@ -115,7 +134,16 @@ class NonceCache:
             if k in self._seen:
                 return False
             self._seen[k] = now
+            if self._store is not None:
+                self._persist(self._store, key_id, nonce, now)
             return True
+
+    def _persist(self, store: Store, key_id: str, nonce: str, now: float) -> None:
+        store.execute("INSERT INTO request_nonces VALUES (?, ?, ?)", [key_id, nonce, now])
+        self._since_prune += 1
+        if self._since_prune >= self.PRUNE_EVERY:
+            self._since_prune = 0
+            store.execute("DELETE FROM request_nonces WHERE seen_at < ?", [now - 2 * MAX_SKEW_SECONDS])
 
 
 def verify_signature(store: Store, keyring: Keyring, nonces: NonceCache, headers: dict[str, str],

@@ -7,21 +7,22 @@ CLI then reads ``<db>.service.json`` (URL and a short-lived admin key, owner-onl
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from engine.errors import InputError, PushwiseError, StoreBusyError
+from engine.errors import ConfigError, InputError, PushwiseError, StoreBusyError
 from engine.service.runner import runtime_file
 
-__all__ = ["ServiceClient", "running_service"]
+__all__ = ["ServiceClient", "running_service", "trust"]
 
 
 class ServiceClient:
     """A minimal admin client of the running service."""
 
-    def __init__(self, url: str, admin_key: str, verify: str | bool = True,
+    def __init__(self, url: str, admin_key: str, verify: ssl.SSLContext | bool = True,
                  transport: httpx.BaseTransport | None = None) -> None:
         self._http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, verify=verify,
                                   timeout=600.0, transport=transport)
@@ -30,6 +31,9 @@ class ServiceClient:
         try:
             r = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ConfigError("the running service's TLS certificate is not trusted: set service_ca "
+                                  "(PUSHWISE_SERVICE_CA) to the CA bundle that issued it") from None
             raise PushwiseError(f"the running service did not answer: {type(exc).__name__}") from None
         if r.status_code >= 400:
             try:
@@ -45,11 +49,32 @@ class ServiceClient:
         self._http.close()
 
 
-def running_service(db_path: str | Path) -> ServiceClient:
+def trust(ca: str | None) -> ssl.SSLContext | bool:
+    """What the client verifies the service's certificate against: ``ca`` (a PEM bundle), else the system store.
+
+    Raises:
+        ConfigError: the bundle cannot be read or holds no certificate.
+    """
+    if not ca:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+        raise ConfigError(f"service_ca (PUSHWISE_SERVICE_CA) {ca} is not a usable CA bundle: {reason}") from None
+
+
+def running_service(db_path: str | Path, ca: str | None = None) -> ServiceClient:
     """The client of the service that owns ``db_path``.
+
+    Args:
+        db_path: the database the service holds.
+        ca: CA bundle to verify an HTTPS service against (``service_ca`` / ``PUSHWISE_SERVICE_CA``); else
+            the bundle the service recorded in its runtime file, else the system store.
 
     Raises:
         StoreBusyError: the file is locked but no service left its runtime file (another writer holds it).
+        ConfigError: the CA bundle is unusable.
     """
     path = runtime_file(db_path)
     try:
@@ -57,4 +82,4 @@ def running_service(db_path: str | Path) -> ServiceClient:
     except (OSError, json.JSONDecodeError):
         raise StoreBusyError(f"{db_path} is locked by another process that is not `pushwise serve`; "
                              "wait for it to finish") from None
-    return ServiceClient(info["url"], info["admin_key"], verify=info.get("cafile") or True)
+    return ServiceClient(info["url"], info["admin_key"], verify=trust(ca or info.get("cafile")))

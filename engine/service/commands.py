@@ -1,4 +1,4 @@
-"""Subcommands of the service: serve, keys, devices, backup, restore, erase.
+"""Subcommands of the service: serve, keys, secrets, devices, backup, restore, erase.
 
 Commands that write go to the database file directly when no process holds it, and through the running
 service's API (loopback, short-lived admin key) when ``pushwise serve`` owns it.
@@ -26,7 +26,7 @@ def _direct_or_service(settings: Settings, direct: Callable[[Any], Any], via_api
     try:
         store = Store(settings.db_path)
     except StoreBusyError:
-        client = running_service(settings.db_path)
+        client = running_service(settings.db_path, ca=settings.service_ca or None)
         try:
             return via_api(client)
         finally:
@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     serve(settings, ServeOptions(host=args.host, port=args.port, certfile=args.cert, keyfile=args.key,
                                  allow_remote_http=args.allow_remote_http, backup_dir=args.backup_dir or None,
                                  backup_keep=args.backup_keep, retention_days=args.retention_days,
-                                 sandbox=args.sandbox))
+                                 sandbox=args.sandbox, metrics_open_on_loopback=args.metrics_open_on_loopback))
     return 0
 
 
@@ -80,6 +80,70 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
                               lambda c: c.call("POST", "/v1/admin/rotate-data-key"))
     note = "" if keyring.source != "env" else " (keys come from PUSHWISE_DATA_KEYS: append a new key there first)"
     _out(args, done, f"data key now {done['current_key']}; re-encrypted {done['reencrypted']}{note}")
+    return 0
+
+
+def _secret_value(args: argparse.Namespace) -> str:
+    import os
+
+    if args.file:
+        try:
+            raw = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read {args.file}: {exc.strerror}") from None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{args.file} is not UTF-8 text (a .p8, PEM or JSON file is)") from None
+    if args.value_from_env not in os.environ:
+        raise InputError(f"environment variable {args.value_from_env} is not set")
+    return os.environ[args.value_from_env]
+
+
+def cmd_secrets_put(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.clock import SystemClock
+    from engine.security import load_keyring
+    from engine.security.vendor_secrets import put_secret
+
+    value = _secret_value(args)
+    out = _direct_or_service(
+        settings,
+        lambda s: {"vendor": args.vendor, "name": args.name,
+                   "created": put_secret(s, load_keyring(), args.vendor, args.name, value, SystemClock().now())},
+        lambda c: c.call("PUT", f"/v1/admin/secrets/{args.vendor}/{args.name}", {"value": value}))
+    _out(args, out, f"secret {args.vendor}/{args.name} {'stored' if out['created'] else 'replaced'} (encrypted); "
+                    f"refer to it as \"secret:{args.vendor}/{args.name}\" in [vendors.{args.vendor}]")
+    return 0
+
+
+def cmd_secrets_list(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.security.vendor_secrets import list_secrets
+
+    out = _direct_or_service(
+        settings,
+        lambda s: [{"vendor": i.vendor, "name": i.name, "key_id": i.key_id, "updated_at": i.updated_at.isoformat()}
+                   for i in list_secrets(s)],
+        lambda c: c.call("GET", "/v1/admin/secrets"))
+    _out(args, out, "\n".join(f"secret:{i['vendor']}/{i['name']}  (data key {i['key_id']}, {i['updated_at']})"
+                              for i in out) or "no stored secrets")
+    return 0
+
+
+def cmd_secrets_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.security.vendor_secrets import remove_secret
+
+    def via_api(client) -> bool:
+        try:
+            client.call("DELETE", f"/v1/admin/secrets/{args.vendor}/{args.name}")
+        except InputError as exc:
+            if "answered 404" in str(exc):
+                return False
+            raise
+        return True
+
+    if not _direct_or_service(settings, lambda s: remove_secret(s, args.vendor, args.name), via_api):
+        raise InputError(f"no stored secret {args.vendor}/{args.name}")
+    print(f"secret {args.vendor}/{args.name} removed")
     return 0
 
 
@@ -192,11 +256,13 @@ def register(add) -> None:
     sp.add_argument("--backup-keep", type=int, default=7, help="daily backups kept")
     sp.add_argument("--retention-days", type=float, default=0.0, help="purge raw events older than this (0: keep)")
     sp.add_argument("--sandbox", action="store_true", help="dispatch to loopback vendor sandboxes")
+    sp.add_argument("--metrics-open-on-loopback", action="store_true",
+                    help="serve /metrics without a key to loopback clients (else a 'metrics' or 'admin' key)")
 
     sp = add("keys", lambda a, s: _usage(a), "API keys and the data-encryption key")
     sub = sp.add_subparsers(dest="keys_command", metavar="ACTION")
     kc = sub.add_parser("create", help="create an API key (printed once)")
-    kc.add_argument("--scope", action="append", required=True, choices=["send", "ingest", "admin"])
+    kc.add_argument("--scope", action="append", required=True, choices=["send", "ingest", "admin", "metrics"])
     kc.add_argument("--label", default="")
     kc.add_argument("--rate", type=float, default=200.0, help="requests per second allowed to this key")
     kc.add_argument("--json", action="store_true")
@@ -206,6 +272,24 @@ def register(add) -> None:
     kr.set_defaults(func=cmd_keys_rotate)
     kd = sub.add_parser("dashboard-password", help="hash a dashboard password read from stdin (prints the env line)")
     kd.set_defaults(func=cmd_dashboard_password)
+
+    sp = add("secrets", lambda a, s: _usage(a), "vendor credentials stored encrypted (refer to them as secret:V/N)")
+    sub = sp.add_subparsers(dest="secrets_command", metavar="ACTION")
+    sput = sub.add_parser("put", help="store or replace a vendor credential, encrypted under the data key")
+    sput.add_argument("vendor", metavar="VENDOR")
+    sput.add_argument("name", metavar="NAME", help="e.g. p8; config then says key_file = \"secret:apns/p8\"")
+    src = sput.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", help="read the secret from this file (a .p8, PEM or JSON file)")
+    src.add_argument("--value-from-env", metavar="VAR", help="read the secret from this environment variable")
+    sput.add_argument("--json", action="store_true")
+    sput.set_defaults(func=cmd_secrets_put)
+    sl = sub.add_parser("list", help="list stored secrets by vendor and name (never their values)")
+    sl.add_argument("--json", action="store_true")
+    sl.set_defaults(func=cmd_secrets_list)
+    srm = sub.add_parser("remove", help="delete a stored secret")
+    srm.add_argument("vendor", metavar="VENDOR")
+    srm.add_argument("name", metavar="NAME")
+    srm.set_defaults(func=cmd_secrets_remove)
 
     sp = add("devices", lambda a, s: _usage(a), "device tokens")
     sub = sp.add_subparsers(dest="devices_command", metavar="ACTION")

@@ -142,9 +142,11 @@ def purge_events(store: Store, now: datetime, retention_days: float) -> int:
 def rotate_data_key(store: Store, keyring: Keyring) -> dict[str, int]:
     """Re-encrypt every secret under the keyring's current key, in one transaction.
 
-    Returns values re-encrypted per column. Values already under the current key are left alone.
+    Returns values re-encrypted per column (device tokens, API signing secrets, vendor credentials).
+    Values already under the current key are left alone.
     """
     from engine.security.apikeys import SIGNING_COLUMN
+    from engine.security.vendor_secrets import reencrypt_secrets
 
     out = {}
     with store.transaction() as con:
@@ -158,4 +160,5 @@ def rotate_data_key(store: Store, keyring: Keyring) -> dict[str, int]:
             con.execute(f"UPDATE {table} SET {col} = r.v FROM pw_rotate r WHERE {table}.{key_col} = r.k")
             con.unregister("pw_rotate")
             out[f"{table}.{col}"] = len(stale)
+        out["vendor_secrets.ciphertext"] = reencrypt_secrets(con, keyring)
     return out

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,7 +29,7 @@ from engine.api.app import ServiceContext, create_app
 from engine.clock import SystemClock
 from engine.config import Settings
 from engine.errors import ConfigError
-from engine.security.apikeys import create_key
+from engine.security.apikeys import NonceCache, create_key
 from engine.security.crypto import load_keyring
 from engine.store import Store
 
@@ -50,6 +51,7 @@ class ServeOptions:
     retention_days: float = 0.0          # 0: keep raw events forever
     sandbox: bool = False                # dispatch to loopback sandboxes (demos, benchmarks)
     publish_every_seconds: float = 30.0   # a snapshot copy blocks the loop; readers lag by this much
+    metrics_open_on_loopback: bool = False  # /metrics without a key for loopback scrapers
 
 
 def runtime_file(db_path: str | Path) -> Path:
@@ -94,15 +96,18 @@ async def _run(settings: Settings, opts: ServeOptions, store: Store, stack: Exit
     clock = SystemClock()
     keyring = load_keyring()
     ctx = ServiceContext(store=store, keyring=keyring, pseudonym_key=load_pseudonym_key(), clock=clock,
+                         nonces=NonceCache.persistent(store, time.time()),   # replays refused across restarts
                          backup_dir=Path(opts.backup_dir) if opts.backup_dir else None, backup_keep=opts.backup_keep,
-                         retention_days=opts.retention_days)
+                         retention_days=opts.retention_days, metrics_open_on_loopback=opts.metrics_open_on_loopback)
     vendors = settings.vendors
     if opts.sandbox:
         from engine.push.sandbox import start_sandboxes
 
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pushwise-sandbox-")))
         vendors = stack.enter_context(start_sandboxes(workdir, clock=clock)).vendor_settings()
-    channels = build_channels(Settings(**{**settings.__dict__, "vendors": vendors}).validate(), clock)
+    # "secret:V/N" references are decrypted in memory while the channels are built
+    channels = build_channels(Settings(**{**settings.__dict__, "vendors": vendors}).validate(), clock,
+                              store=store, keyring=keyring)
     dispatcher = Dispatcher.from_settings(store, channels, clock, settings, keyring=keyring)
     store.execute("UPDATE api_keys SET revoked_at = ? WHERE label = 'service-local' AND revoked_at IS NULL",
                   [clock.now()])   # left by a service that crashed
@@ -145,7 +150,8 @@ async def _run(settings: Settings, opts: ServeOptions, store: Store, stack: Exit
             await asyncio.sleep(0.05)
         port = server.servers[0].sockets[0].getsockname()[1] if server.started else opts.port
         host = "127.0.0.1" if opts.host in ("0.0.0.0", "localhost") else opts.host
-        _write_runtime(runtime, f"{scheme}://{host}:{port}", admin_key, None)
+        _write_runtime(runtime, f"{scheme}://{host}:{port}", admin_key,
+                       str(Path(settings.service_ca).resolve()) if settings.service_ca and opts.certfile else None)
         print(f"pushwise serving {scheme}://{opts.host}:{port} (docs at /docs); vendors: "
               f"{', '.join(sorted(channels)) or 'none enabled'}", flush=True)
         await serving

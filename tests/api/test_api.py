@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
+import httpx
 import pytest
 
-from engine.security import sign_request
+from engine.api import create_app
+from engine.security import NonceCache, create_key, sign_request
+from engine.security.apikeys import MAX_SKEW_SECONDS
+from engine.store import Store
 from tests.api.conftest import auth
 
 pytestmark = pytest.mark.network
@@ -167,6 +173,32 @@ def test_signed_requests_are_accepted_once_and_replays_or_stale_ones_refused(ser
     assert r.status_code == 401 and r.json() == {"error": "invalid signature"}
 
 
+def test_a_replay_after_a_restart_is_refused_when_nonces_are_persisted(service):
+    ctx, client, keys = service
+    body = json.dumps({"user_id": "u9", "message_class": "marketing", "granted": True}).encode()
+    headers = {**sign_request(keys["ingest"], "PUT", "/v1/consents", body), "Content-Type": "application/json"}
+    ctx.nonces = NonceCache.persistent(ctx.store, time.time())
+    assert client.put("/v1/consents", content=body, headers=headers).status_code == 200
+    ctx.nonces = NonceCache()                                # a restart with the in-memory cache only:
+    assert client.put("/v1/consents", content=body, headers=headers).status_code == 200   # the replay got in
+    ctx.nonces = NonceCache.persistent(ctx.store, time.time())   # a restart as `pushwise serve` does it
+    replay = client.put("/v1/consents", content=body, headers=headers)
+    assert replay.status_code == 401 and "replayed" in replay.json()["error"]
+
+
+def test_persisted_nonces_expire_with_the_window_and_are_pruned(tmp_path):
+    with Store(tmp_path / "n.duckdb") as store:
+        cache = NonceCache.persistent(store, 1_000_000.0)
+        cache.PRUNE_EVERY = 3
+        assert cache.add("k", "nonce-0001", 1_000_000.0) and not cache.add("k", "nonce-0001", 1_000_001.0)
+        assert cache.add("k", "nonce-0002", 1_000_001.0)
+        later = 1_000_000.0 + 2 * MAX_SKEW_SECONDS + 2
+        assert NonceCache.persistent(store, later).add("k", "nonce-0001", later)    # outside the window: gone
+        assert cache.add("k", "nonce-0003", later)                          # third write: prunes the old rows
+        assert store.execute("SELECT nonce, seen_at FROM request_nonces ORDER BY nonce").fetchall() == [
+            ("nonce-0001", later), ("nonce-0003", later)]
+
+
 def test_health_and_metrics(service):
     ctx, client, keys = service
     _device(client, keys)
@@ -174,7 +206,8 @@ def test_health_and_metrics(service):
     client.post("/v1/triggers", headers=auth(keys["send"]),
                 json={"name": "promo", "title": "t", "body": "b", "user_ids": ["u1"]})
     assert client.get("/v1/health").json() == {"status": "ok", "queue_depth": 1}
-    text = client.get("/metrics").text
+    scraper = create_key(ctx.store, ctx.keyring, ["metrics"], ctx.clock.now())[0]
+    text = client.get("/metrics", headers=auth(scraper)).text
     assert 'pushwise_sends{state="pending",vendor="apns"} 1.0' in text
     assert "pushwise_queue_depth 1.0" in text
     assert 'pushwise_api_requests_total{route="/v1/triggers",status="202"} 1.0' in text
@@ -193,3 +226,34 @@ def test_erase_removes_every_row_about_the_user(service):
                                    "consents": 1, "users": 1}
     for table in ("events", "devices", "decisions", "sends", "consents", "users"):
         assert ctx.store.execute(f"SELECT count(*) FROM {table} WHERE user_id = 'u1'").fetchall() == [(0,)]
+
+
+def test_metrics_need_a_metrics_or_admin_key_and_a_metrics_key_can_do_nothing_else(service):
+    ctx, client, keys = service
+    scraper = create_key(ctx.store, ctx.keyring, ["metrics"], ctx.clock.now())[0]
+    anonymous = client.get("/metrics")
+    assert anonymous.status_code == 401 and "pushwise_" not in anonymous.text
+    assert anonymous.json()["error"].startswith("missing credentials")
+    assert client.get("/metrics", headers=auth(keys["send"])).json() == {"error": "this key lacks the 'metrics' scope"}
+    assert client.get("/metrics", headers=auth(keys["admin"])).status_code == 200
+    assert "pushwise_queue_depth" in client.get("/metrics", headers=auth(scraper)).text
+    denied = client.post("/v1/triggers", headers=auth(scraper),
+                         json={"name": "promo", "title": "t", "body": "b", "user_ids": ["u1"]})
+    assert denied.status_code == 403 and denied.json() == {"error": "this key lacks the 'send' scope"}
+
+
+async def _get_from(peer: str, app, path: str) -> int:
+    transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://pushwise.test") as client:
+        return (await client.get(path)).status_code
+
+
+def test_metrics_open_on_loopback_admits_local_scrapes_only(service):
+    ctx, client, keys = service
+    ctx.metrics_open_on_loopback = True
+    assert client.get("/metrics").status_code == 200                       # this client is 127.0.0.1
+    assert client.get("/metrics", headers=auth("pwk_nope_nope")).status_code == 401   # a key given is checked
+    assert asyncio.run(_get_from("203.0.113.7", create_app(ctx), "/metrics")) == 401   # a non-loopback peer
+    assert asyncio.run(_get_from("::1", create_app(ctx), "/metrics")) == 200
+    ctx.metrics_open_on_loopback = False
+    assert client.get("/metrics").status_code == 401

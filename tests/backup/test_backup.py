@@ -11,6 +11,7 @@ import pytest
 
 from engine.backup import BackupError, list_backups, restore_backup, verify_backup, write_backup
 from engine.security import Keyring, create_key
+from engine.security.vendor_secrets import get_secret, put_secret
 from engine.service.operations import erase_user, record_events, register_device, set_consent
 from engine.service.trigger import TriggerSpec, trigger_send
 from engine.store import Store
@@ -30,6 +31,7 @@ def _fill(store: Store) -> None:
         "properties": ['{"a": 1}', "{}", '{"quantity": 2, "unit_price": 3.5}']}), NOW)
     trigger_send(store, TriggerSpec(name="cart", title="{item}?", body="b", user_ids=("u0", "u1")), NOW)
     create_key(store, K1, ["send", "ingest"], NOW)
+    put_secret(store, K1, "xiaomi", "app", "xiaomi-app-secret", NOW)
 
 
 def _tables(store: Store) -> dict[str, pd.DataFrame]:
@@ -57,6 +59,8 @@ def test_round_trip_restores_every_table_equal(filled, tmp_path):
     for table in original:
         pd.testing.assert_frame_equal(copy[table], original[table], obj=table)
     assert sum(len(f) for f in original.values()) >= 20
+    with Store(restored) as back:
+        assert get_secret(back, K1, "xiaomi", "app") == "xiaomi-app-secret"
 
 
 def _corrupt(folder):
@@ -114,6 +118,16 @@ def test_a_backup_encrypted_under_other_data_keys_is_refused_as_foreign(filled, 
     other = Keyring((("k1", bytes(32)),))
     with pytest.raises(BackupError, match=r"foreign backup: .* data keys this install does not hold \(k1\)"):
         verify_backup(m.path, other)
+
+
+def test_a_vendor_secret_under_a_newer_data_key_makes_that_key_required(filled, tmp_path):
+    k2 = K1.with_new_key()
+    put_secret(filled, k2, "apns", "p8", "-----BEGIN PRIVATE KEY-----", NOW)
+    m = write_backup(filled, tmp_path / "bk", k2, NOW)
+    assert sorted(m.data["data_keys"]) == ["k1", "k2"]
+    with pytest.raises(BackupError, match=r"data keys this install does not hold \(k2\)"):
+        verify_backup(m.path, K1)
+    assert verify_backup(m.path, k2).row_counts["vendor_secrets"] == 2
 
 
 def test_restoring_over_another_install_needs_force(filled, tmp_path):

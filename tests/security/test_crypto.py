@@ -40,7 +40,8 @@ def test_rotation_reencrypts_every_token_and_hashes_stay_stable(clock):
         register_device(store, K1, user_id=f"u{n}", vendor="apns", token=f"{n:064x}", now=clock.now())
     k2 = K1.with_new_key()
     assert k2.current_id == "k2" and k2.token_hash("apns", "0" * 64) == K1.token_hash("apns", "0" * 64)
-    assert rotate_data_key(store, k2) == {"devices.token": 3, "api_keys.signing_secret": 0}
+    assert rotate_data_key(store, k2) == {"devices.token": 3, "api_keys.signing_secret": 0,
+                                          "vendor_secrets.ciphertext": 0}
     tokens = [r[0] for r in store.execute("SELECT token FROM devices ORDER BY user_id").fetchall()]
     assert all(t.startswith("pw1:k2:") for t in tokens)
     assert [k2.decrypt(t, "devices.token") for t in tokens] == [f"{n:064x}" for n in range(3)]
