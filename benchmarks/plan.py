@@ -30,6 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.clock import FixedClock  # noqa: E402
+from engine.recommend.shortlist import (  # noqa: E402
+    FirstStage,
+    ShortlistRecall,
+    fit_first_stage,
+    shortlist,
+    shortlist_recall,
+)
 from engine.schedule.campaign import parse_campaign  # noqa: E402
 from engine.schedule.planner import plan_campaign  # noqa: E402
 from engine.store import Store  # noqa: E402
@@ -39,6 +46,8 @@ ZONES = ["Europe/London", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Aus
 FEATURES = ["u_activity", "u_price", "i_pop", "i_price", "price_gap", "affinity"]
 CHUNK = 100_000
 TOP_K = 10
+SHORTLIST_K = 20
+CALIBRATION_USERS = 5_000
 EPSILON = 0.1
 
 
@@ -82,9 +91,9 @@ class _Model:
     def __init__(self, booster: lgb.Booster) -> None:
         self.booster, self.features, self.version = booster, FEATURES, "bench"
 
-    def predict(self, x: np.ndarray | pd.DataFrame, threads: int = 1) -> np.ndarray:
+    def predict(self, x: np.ndarray | pd.DataFrame, threads: int = 1, raw: bool = False) -> np.ndarray:
         x = x[self.features].to_numpy(np.float32) if isinstance(x, pd.DataFrame) else x
-        return self.booster.predict(x, num_threads=threads)
+        return self.booster.predict(x, num_threads=threads, raw_score=raw)
 
 
 def pair_features(user_idx: np.ndarray, n_items: int) -> np.ndarray:
@@ -104,23 +113,52 @@ def pair_features(user_idx: np.ndarray, n_items: int) -> np.ndarray:
     return x.reshape(-1, len(FEATURES))
 
 
-def make_chooser(model: _Model, n_items: int, predict):
-    """An ItemChooser: score users × items in chunks with ``predict``, epsilon-greedy over the top 10."""
+def calibrate(model: _Model, idx: np.ndarray, n_items: int, k: int) -> tuple[FirstStage, ShortlistRecall]:
+    """Fit the first stage on the booster's raw scores of ``CALIBRATION_USERS`` users × all items, and measure
+    its recall on the next ``CALIBRATION_USERS`` (this is scoring work of the plan, so it is timed)."""
+    fit_idx, test_idx = idx[:CALIBRATION_USERS], idx[CALIBRATION_USERS:2 * CALIBRATION_USERS]
+    x = pair_features(fit_idx, n_items)
+    stage = fit_first_stage(x, model.predict(x, threads=2, raw=True))
+    x = pair_features(test_idx, n_items)
+    full = model.predict(x, threads=2, raw=True).reshape(len(test_idx), n_items)
+    kept = shortlist(stage.score(x).reshape(len(test_idx), n_items), k)
+    return stage, shortlist_recall(full, kept, n=TOP_K)
+
+
+def make_chooser(model: _Model, n_items: int, predict, k: int, info: dict):
+    """An ItemChooser: score users × items in chunks with ``predict``, epsilon-greedy over the top 10.
+
+    With ``k`` < ``n_items`` a linear first stage (:mod:`engine.recommend.shortlist`) keeps each user's
+    ``k`` best items and LightGBM scores only those; its measured recall goes into ``info``.
+    """
 
     def choose(store, user_ids, campaign, as_of, rng):
         ids = np.asarray(user_ids, dtype=object)
-        idx = np.array([int(u[1:]) for u in ids])
+        idx = pd.Series(ids).str.slice(1).astype(np.int64).to_numpy()
+        stage = None
+        if k < n_items:
+            stage, recall = calibrate(model, idx, n_items, k)
+            info.update(shortlist_k=k, shortlist_recall_top1=round(recall.top1, 4),
+                        shortlist_recall_top10=round(recall.top_n, 4), shortlist_recall_users=recall.users)
         out = []
         for a in range(0, len(ids), CHUNK):
             chunk = idx[a:a + CHUNK]
-            scores = predict(model, pair_features(chunk, n_items)).reshape(len(chunk), n_items)
+            n = len(chunk)
+            x = pair_features(chunk, n_items)
+            if stage is None:
+                cols = np.broadcast_to(np.arange(n_items), (n, n_items))
+            else:
+                cols = shortlist(stage.score(x).reshape(n, n_items), k)
+                x = x.reshape(n, n_items, -1)[np.arange(n)[:, None], cols].reshape(-1, len(FEATURES))
+            scores = predict(model, x).reshape(n, cols.shape[1])
             order = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_K]
-            explore = rng.random(len(chunk)) < EPSILON
-            pos = np.where(explore, rng.integers(0, TOP_K, len(chunk)), 0)
-            item = order[np.arange(len(chunk)), pos]
+            explore = rng.random(n) < EPSILON
+            pos = np.where(explore, rng.integers(0, TOP_K, n), 0)
+            best = order[np.arange(n), pos]
+            item = cols[np.arange(n), best]
             prop = EPSILON / TOP_K + (1 - EPSILON) * (pos == 0)
             out.append(pd.DataFrame({"user_id": ids[a:a + CHUNK], "item_id": "it" + pd.Series(item).astype(str),
-                                     "position": pos, "score": scores[np.arange(len(chunk)), item],
+                                     "position": pos, "score": scores[np.arange(n), best],
                                      "propensity": prop}))
         return pd.concat(out, ignore_index=True).assign(policy="epsilon_greedy", model_version="click/bench")
 
@@ -147,17 +185,19 @@ CAMPAIGN = {
 }
 
 
-def run(n_users: int, n_items: int, workdir: Path, predict) -> tuple[float, float, dict]:
+def run(n_users: int, n_items: int, workdir: Path, predict, k: int) -> tuple[float, float, dict]:
+    """Plan the bench campaign once on a fresh store; (wall seconds, CPU seconds of all threads, outcome)."""
     store = build_store(workdir / "bench-plan.duckdb", n_users, n_items)
     try:
         model = _Model(train_model(np.random.default_rng(7)))
+        info: dict = {}
         started, cpu = time.perf_counter(), time.process_time()
-        report = plan_campaign(store, parse_campaign(CAMPAIGN), make_chooser(model, n_items, predict), ranker,
-                               seed=7, clock=FixedClock(AS_OF))
+        report = plan_campaign(store, parse_campaign(CAMPAIGN), make_chooser(model, n_items, predict, k, info),
+                               ranker, seed=7, clock=FixedClock(AS_OF))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert store.scalar("SELECT count(*) FROM decisions") == n_users
         return seconds, cpu, {"audience": report.audience, "sends": report.sends, "holdout": report.holdout,
-                         "skipped": report.skipped}
+                              "skipped": report.skipped, **info}
     finally:
         store.close()
 
