@@ -101,3 +101,6 @@ class Receipt:
     vendor_message_id: str | None = None
     retry_after: float | None = None          # seconds, parsed from Retry-After (seconds or HTTP date)
     token_invalid_since: datetime | None = None  # APNs 410 timestamp: last time the token was known invalid
+    # the vendor takes this message only from then on (a closed send window): the send waits, the attempt
+    # is not counted (engine.push.windows)
+    not_before: datetime | None = None

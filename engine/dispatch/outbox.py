@@ -154,6 +154,7 @@ def record_receipts(
         "vendor_message_id": [x.vendor_message_id for x in receipts],
         "retry_after": np.array([np.nan if x.retry_after is None else x.retry_after for x in receipts], dtype=float),
         "invalid_since": pd.to_datetime([x.token_invalid_since for x in receipts], utc=True),
+        "not_before": pd.to_datetime([x.not_before for x in receipts], utc=True),
     }).merge(claimed[["send_id", "vendor", "app_id", "message_class", "attempts", "first_attempt_at"]],
              on="send_id", how="left")
 
@@ -167,12 +168,16 @@ def record_receipts(
     within = ((attempts < policy.max_attempts) | auth) & (
         (next_at - first).dt.total_seconds().to_numpy() <= policy.max_total_seconds)
     terminal = r["outcome"].map({k.value: v for k, v in _TERMINAL_FOR.items()})
-    state = np.where(terminal.notna(), terminal, np.where(within | quota, "retry", "failed"))
-    # Daily quota exhausted: wait for the vendor's next day; the attempt was never judged, so it is not counted.
+    # A closed send window ("not before 07:00") is the vendor's calendar, not the send's fault.
+    deferred = r["not_before"].notna().to_numpy() & terminal.isna().to_numpy()
+    state = np.where(terminal.notna(), terminal, np.where(within | quota | deferred, "retry", "failed"))
+    # Daily quota exhausted: wait for the vendor's next day. Neither it nor a deferral judged the
+    # message, so the attempt is not counted and the retry bounds do not apply.
     resets = pd.Series([next_reset(v, now) for v in r["vendor"]], dtype="datetime64[ns, UTC]") if quota.any() \
         else next_at
     next_at = next_at.where(~quota, resets)
-    r["attempts"] = np.where(quota, attempts - 1, attempts).astype(int)
+    next_at = next_at.where(~deferred, r["not_before"])
+    r["attempts"] = np.where(quota | deferred, attempts - 1, attempts).astype(int)
     r["state"] = state
     r["next_attempt_at"] = np.where(state == "retry", next_at, pd.NaT)
     r["next_attempt_at"] = pd.to_datetime(r["next_attempt_at"], utc=True)

@@ -34,6 +34,7 @@ from engine.push.base import (
     tls_context,
     transport_receipt,
 )
+from engine.push.windows import SEND_WINDOWS
 
 __all__ = ["CLASSES", "CODES", "REFRESH_CODES", "VivoAuth", "VivoChannel", "auth_body", "build_list_request",
            "WINDOW_CODE", "build_payload_request", "build_single_request", "invalid_users", "parse_response",
@@ -151,15 +152,14 @@ def _code(value: Any) -> int | None:
         return None
 
 
-#: Operational messages are refused outside 07:00–23:00 China time (UTC+8, no DST).
+#: Operational messages are refused outside 07:00–23:00 China time (engine.push.windows.SEND_WINDOWS).
 WINDOW_CODE = 10071
-_WINDOW_OPENS = 7
 
 
 def window_opens_in(now: datetime) -> float:
     """Seconds from ``now`` (aware) until vivo's operational send window next opens (07:00 China time)."""
-    china = now + timedelta(hours=8)
-    opens = china.replace(hour=_WINDOW_OPENS, minute=0, second=0, microsecond=0)
+    china = now.astimezone(SEND_WINDOWS[("vivo", "marketing")].zone)
+    opens = china.replace(hour=SEND_WINDOWS[("vivo", "marketing")].opens, minute=0, second=0, microsecond=0)
     if opens <= china:
         opens += timedelta(days=1)
     return (opens - china).total_seconds()
@@ -184,10 +184,12 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, batch: 
                 for m in batch]
     if code != 0:
         outcome = CODES.get(code, Outcome.REJECTED_PAYLOAD)
-        if code == WINDOW_CODE and retry_after is None:
-            retry_after = window_opens_in(now)
-        return [Receipt(m.send_id, outcome, status_code=200, reason=str(code), retry_after=retry_after)
-                for m in batch]
+        not_before = None
+        if code == WINDOW_CODE:   # not the message's fault: it waits for the window, the attempt not counted
+            retry_after = window_opens_in(now) if retry_after is None else retry_after
+            not_before = now + timedelta(seconds=retry_after)
+        return [Receipt(m.send_id, outcome, status_code=200, reason=str(code), retry_after=retry_after,
+                        not_before=not_before) for m in batch]
     dead = invalid_users(payload)
     task = str(payload.get("taskId") or "") or None
     return [Receipt(m.send_id, Outcome.INVALID_TOKEN, status_code=200, reason="invalidUsers")

@@ -169,8 +169,9 @@ def plan_campaign(
         prefs = rank_hours(store, users["user_id"].tolist(), as_of)
     else:
         prefs = _fixed_prefs(users["user_id"], campaign.fixed_hour)
-    prefs = prefs.merge(users[["user_id", "time_zone"]], on="user_id")
-    times = resolve_send_times(prefs, start, end, _minutes(campaign.quiet_start), _minutes(campaign.quiet_end))
+    prefs = prefs.merge(users[["user_id", "time_zone", "vendor"]], on="user_id")
+    times = resolve_send_times(prefs, start, end, _minutes(campaign.quiet_start), _minutes(campaign.quiet_end),
+                               campaign.message_class)
     users = users.merge(times, on="user_id", how="left")
 
     users["skip_reason"] = _skip_reasons(users)

@@ -10,6 +10,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from engine.push.windows import closed
+
 __all__ = ["resolve_send_times"]
 
 
@@ -19,15 +21,21 @@ def resolve_send_times(
     window_end: datetime,
     quiet_start_min: int,
     quiet_end_min: int,
+    message_class: str | None = None,
 ) -> pd.DataFrame:
     """Choose, per user, the earliest-ranked preferred hour that falls in the window and outside quiet hours.
 
+    With a ``vendor`` column and a ``message_class``, hours outside that vendor's send window for the
+    class (`engine.push.windows`: vivo marketing 07–23 China time, Huawei/Honor 06–24) are skipped too.
+
     Args:
         prefs: one row per (user, preference) with columns ``user_id``, ``time_zone`` (IANA),
-            ``rank`` (0 = most preferred), ``weekday`` (0 = Monday), ``local_hour`` (0–23).
+            ``rank`` (0 = most preferred), ``weekday`` (0 = Monday), ``local_hour`` (0–23); optionally
+            ``vendor`` (the channel the user is reached through).
         window_start, window_end: aware datetimes bounding the send window.
         quiet_start_min, quiet_end_min: quiet span in minutes after local midnight; the span wraps
             midnight when start > end; equal values mean no quiet hours.
+        message_class: the campaign's class, for the vendors' send windows.
 
     Returns:
         One row per user that got a time: ``user_id``, ``send_at`` (UTC), ``send_hour_local``,
@@ -49,6 +57,8 @@ def resolve_send_times(
         minutes = group["local_hour"].to_numpy() * 60
         quiet = _quiet_mask(minutes, quiet_start_min, quiet_end_min)
         ok = (~quiet) & (~utc.isna()) & (utc >= start_utc) & (utc < end_utc)
+        if message_class is not None and "vendor" in group:
+            ok &= ~closed(group["vendor"], pd.Series(utc), message_class)
         chosen = group.assign(send_at=utc, ok=ok)
         out.append(chosen[chosen["ok"]])
     if not out:

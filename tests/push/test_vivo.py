@@ -213,7 +213,9 @@ def test_operational_messages_only_inside_the_china_time_window(boxes, fixed, rn
     (service,), _ = _send(boxes, fixed, [_msg(rng, message_class="transactional")])
     assert (marketing.outcome, marketing.reason) == (Outcome.RATE_LIMITED, "10071")
     assert marketing.retry_after == 7 * 3600.0           # until the window opens at 07:00 China time
+    assert marketing.not_before == fixed.now() + timedelta(hours=7)   # a deferral: the attempt is not counted
     assert service.outcome is Outcome.DELIVERED
+    assert service.not_before is None
 
 
 @pytest.mark.parametrize(("utc", "seconds"), [

@@ -40,3 +40,17 @@ def test_a_slot_already_past_this_week_moves_to_next_week_only_if_inside_the_win
 
 def test_user_with_only_quiet_preferences_gets_no_time():
     assert _resolve([("owl", "Europe/London", 0, 3, 23), ("owl", "Europe/London", 1, 4, 2)]) == {}
+
+
+def test_marketing_through_vivo_skips_hours_outside_vivos_china_time_window():
+    # A vivo phone in London: Wed 16:00 London is 00:00 China (vivo refuses operational messages
+    # 23:00-07:00 China), so the next preference is used; an APNs user keeps the same hour.
+    prefs = pd.DataFrame([
+        ("vivo_user", "Europe/London", 0, 2, 16, "vivo"), ("vivo_user", "Europe/London", 1, 3, 10, "vivo"),
+        ("apns_user", "Europe/London", 0, 2, 16, "apns"), ("apns_user", "Europe/London", 1, 3, 10, "apns"),
+    ], columns=["user_id", "time_zone", "rank", "weekday", "local_hour", "vendor"])
+    marketing = resolve_send_times(prefs, START, END, 21 * 60, 8 * 60, "marketing").set_index("user_id")
+    service = resolve_send_times(prefs, START, END, 21 * 60, 8 * 60, "transactional").set_index("user_id")
+    assert pd.Timestamp(marketing.loc["vivo_user", "send_at"]).isoformat() == "2011-11-03T10:00:00+00:00"
+    assert pd.Timestamp(marketing.loc["apns_user", "send_at"]).isoformat() == "2011-11-02T16:00:00+00:00"
+    assert pd.Timestamp(service.loc["vivo_user", "send_at"]).isoformat() == "2011-11-02T16:00:00+00:00"
