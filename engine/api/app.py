@@ -2,7 +2,9 @@
 
 Every endpoint is ``async`` on purpose: they then run one at a time on the event loop that also runs the
 scheduler's jobs, so the store's single DuckDB connection is never used by two callers at once
-(docs/decisions/001 and 009). Validation failures answer 400 (malformed JSON), 413 (body too large) or
+(docs/decisions/001 and 009). The frequent writes (events, triggers) go through a group commit
+(`engine.service.batching`): concurrent requests share one transaction, and each is answered after it
+commits. Validation failures answer 400 (malformed JSON), 413 (body too large) or
 422 with one line per problem naming the field; no error answer echoes a submitted value.
 """
 
@@ -39,10 +41,11 @@ from engine.api.schemas import (
 from engine.clock import Clock, SystemClock
 from engine.errors import InputError, PushwiseError
 from engine.security import vendor_secrets
-from engine.security.apikeys import ApiKey, NonceCache, RateLimiter, audit, create_key
+from engine.security.apikeys import ApiKey, NonceCache, RateLimiter, audit, audit_many, create_key
 from engine.security.crypto import Keyring
 from engine.service import operations as ops
-from engine.service.trigger import TriggerSpec, send_status, trigger_send
+from engine.service.batching import GroupCommit
+from engine.service.trigger import TriggerSpec, plan_triggers, send_status
 from engine.store import Store
 
 __all__ = ["MAX_BODY_BYTES", "ServiceContext", "create_app"]
@@ -72,8 +75,22 @@ class ServiceContext:
     key_cache: dict = field(default_factory=dict)   # sha256(bearer) → (ApiKey, expiry), see engine.api.auth
     metrics: ApiMetrics = field(init=False)
 
+    writes: GroupCommit = field(init=False)
+
     def __post_init__(self) -> None:
         self.metrics = ApiMetrics(lambda: self.store)
+        self.writes = GroupCommit(self.store, {"events": self._events, "trigger": self._triggers})
+
+    def _events(self, store: Store, frames: list[pd.DataFrame]) -> list[tuple[int, int]]:
+        return ops.append_events(store, frames, self.clock.now())
+
+    def _triggers(self, store: Store, items: list[tuple[TriggerSpec, str | None]]) -> list[dict]:
+        """Plan the triggers and write their audit rows, in the same transaction."""
+        now = self.clock.now()
+        out = plan_triggers(store, [spec for spec, _ in items], now)
+        audit_many(store, [(now, key_id, "trigger", r["trigger_id"], 202, f"{spec.name}: {r['sends']} sends")
+                           for (spec, key_id), r in zip(items, out, strict=True)])
+        return out
 
     def pseudonym(self, user_id: str) -> str:
         return "u:" + pseudonymise(user_id, self.pseudonym_key)
@@ -176,9 +193,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
         spec = TriggerSpec(name=body.name, title=body.title, body=body.body, message_class=body.message_class,
                            when=body.when, user_ids=tuple(body.user_ids), countries=tuple(body.countries),
                            item_id=body.item_id, data=body.data)
-        out = trigger_send(ctx.store, spec, ctx.clock.now())
-        _audit(request, "trigger", out["trigger_id"], 202, f"{body.name}: {out['sends']} sends")
-        return out
+        return await ctx.writes.submit("trigger", (spec, getattr(request.state, "key_id", None)))
 
     @app.get("/v1/triggers/{trigger_id}", tags=["sends"])
     async def trigger_status(trigger_id: str, key: SendKey) -> dict:
@@ -196,7 +211,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
             "item_id": [e.item_id for e in body.events], "event_type": [e.event_type for e in body.events],
             "ts": pd.to_datetime([e.ts for e in body.events], utc=True),
             "properties": [e.properties_json() for e in body.events]})
-        stored, dup = ops.record_events(ctx.store, frame, ctx.clock.now())
+        stored, dup = await ctx.writes.submit("events", frame)
         return {"stored": stored, "duplicates": dup}
 
     @app.post("/v1/devices", response_model=DeviceOut, tags=["devices"])

@@ -18,10 +18,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
+import pandas as pd
+
 from engine.security.crypto import Keyring
 from engine.store import Store
 
-__all__ = ["SCOPES", "ApiKey", "NonceCache", "RateLimiter", "audit", "authenticate", "create_key",
+__all__ = ["SCOPES", "ApiKey", "NonceCache", "RateLimiter", "audit", "audit_many", "authenticate", "create_key",
            "sign_request", "verify_signature"]
 
 SCOPES = ("send", "ingest", "admin", "metrics")   # metrics: read /metrics only
@@ -193,3 +195,16 @@ def audit(store: Store, now: datetime, key_id: str | None, action: str, target: 
           detail: str | None = None) -> None:
     """Append one audit row. ``target`` must already be pseudonymous; never pass a token or secret."""
     store.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", [now, key_id, action, target, status, detail])
+
+
+def audit_many(store: Store, rows: list[tuple[datetime, str | None, str, str | None, int, str | None]]) -> None:
+    """Append several audit rows (at, key_id, action, target, status, detail) in one statement."""
+    if not rows:
+        return
+    frame = pd.DataFrame(rows, columns=["at", "key_id", "action", "target", "status", "detail"])
+    store.con.register("pw_audit_rows", frame)
+    try:
+        store.execute("""INSERT INTO audit_log SELECT CAST("at" AS TIMESTAMPTZ), key_id, action, target,
+                         CAST(status AS INTEGER), detail FROM pw_audit_rows""")
+    finally:
+        store.con.unregister("pw_audit_rows")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +21,7 @@ from engine.errors import InputError
 from engine.security.crypto import Keyring
 from engine.store import Store
 
-__all__ = ["ERASE_TABLES", "VENDORS", "check_token", "erase_user", "purge_events", "record_events",
+__all__ = ["ERASE_TABLES", "VENDORS", "append_events", "check_token", "erase_user", "purge_events", "record_events",
            "register_device", "remove_device", "rotate_data_key", "set_consent"]
 
 VENDORS: tuple[str, ...] = tuple(VendorsConfig.__dataclass_fields__)
@@ -89,7 +90,7 @@ def set_consent(store: Store, *, user_id: str, channel: str, message_class: str,
 
 
 def record_events(store: Store, events: pd.DataFrame, now: datetime) -> tuple[int, int]:
-    """Append app events to ``events`` (source ``api``); a repeated client ``event_id`` is a no-op.
+    """Append app events to ``events`` (source ``api``) in one transaction; a repeated client ``event_id`` is a no-op.
 
     Args:
         events: DataFrame[event_id (None = new), user_id, item_id, event_type, ts, properties (JSON text)].
@@ -97,25 +98,43 @@ def record_events(store: Store, events: pd.DataFrame, now: datetime) -> tuple[in
     Returns:
         (stored, duplicates).
     """
-    ids = [("api|id|" + e) if isinstance(e, str) and e else ("api|new|" + uuid.uuid4().hex)
-           for e in events["event_id"]]
-    frame = events.assign(event_id=[hashlib.md5(i.encode()).hexdigest() for i in ids])
-    frame = frame.drop_duplicates("event_id")
-    with store.transaction() as con:
-        con.register("pw_api_events", frame)
-        try:
-            stored = con.execute(
-                """INSERT INTO events (event_id, user_id, item_id, event_type, ts, properties, source, simulated,
-                                       ingested_at)
-                   SELECT event_id, user_id, item_id, event_type, ts, CAST(properties AS JSON), 'api', false, $now
-                   FROM pw_api_events f
-                   WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.source = 'api' AND e.event_id = f.event_id)
-                   RETURNING event_id""", {"now": now}).fetchall()
-            con.execute("""INSERT OR IGNORE INTO users (user_id, country, time_zone, source, first_seen, last_seen)
-                           SELECT user_id, NULL, 'UTC', 'api', min(ts), max(ts) FROM pw_api_events GROUP BY user_id""")
-        finally:
-            con.unregister("pw_api_events")
-    return len(stored), len(events) - len(stored)
+    with store.transaction():
+        return append_events(store, [events], now)[0]
+
+
+def append_events(store: Store, batches: Sequence[pd.DataFrame], now: datetime) -> list[tuple[int, int]]:
+    """`record_events` for several requests' batches at once, inside the caller's transaction.
+
+    An event id seen in an earlier batch of the same call counts as a duplicate of the later one, as if
+    the batches had been recorded one after another.
+
+    Returns:
+        (stored, duplicates) per batch, in order.
+    """
+    frames = []
+    for n, events in enumerate(batches):
+        ids = [("api|id|" + e) if isinstance(e, str) and e else ("api|new|" + uuid.uuid4().hex)
+               for e in events["event_id"]]
+        frames.append(events.assign(event_id=[hashlib.md5(i.encode()).hexdigest() for i in ids], batch=n))
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates("event_id")
+    con = store.con
+    con.register("pw_api_events", frame)
+    try:
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE pw_api_new AS
+               SELECT * FROM pw_api_events f
+               WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.source = 'api' AND e.event_id = f.event_id)""")
+        con.execute("""INSERT INTO events (event_id, user_id, item_id, event_type, ts, properties, source, simulated,
+                                           ingested_at)
+                       SELECT event_id, user_id, item_id, event_type, ts, CAST(properties AS JSON), 'api', false, $now
+                       FROM pw_api_new""", {"now": now})
+        con.execute("""INSERT OR IGNORE INTO users (user_id, country, time_zone, source, first_seen, last_seen)
+                       SELECT user_id, NULL, 'UTC', 'api', min(ts), max(ts) FROM pw_api_new GROUP BY user_id""")
+        stored = dict(con.execute("SELECT batch, count(*) FROM pw_api_new GROUP BY batch").fetchall())
+        con.execute("DROP TABLE pw_api_new")
+    finally:
+        con.unregister("pw_api_events")
+    return [(int(stored.get(n, 0)), len(b) - int(stored.get(n, 0))) for n, b in enumerate(batches)]
 
 
 def erase_user(store: Store, user_id: str) -> dict[str, int]:

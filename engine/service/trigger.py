@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,7 +18,7 @@ import pandas as pd
 
 from engine.store import Store
 
-__all__ = ["MAX_AUDIENCE", "TriggerSpec", "send_status", "trigger_send"]
+__all__ = ["MAX_AUDIENCE", "TriggerSpec", "plan_triggers", "send_status", "trigger_send"]
 
 MAX_AUDIENCE = 100_000
 _NS = uuid.UUID("a7d1f0b2-8c3e-4e55-9a41-70757368696f")
@@ -38,41 +39,53 @@ class TriggerSpec:
     data: dict[str, str] = field(default_factory=dict)
 
 
-def _audience(store: Store, spec: TriggerSpec) -> pd.DataFrame:
-    if spec.user_ids:
-        store.con.register("pw_trigger_users", pd.DataFrame({"user_id": list(dict.fromkeys(spec.user_ids))}))
+def _audience(store: Store, specs: Sequence[TriggerSpec]) -> pd.DataFrame:
+    """Every trigger's target users: ``t`` (index in ``specs``), ``user_id``, ``time_zone``, ``cls``, ``item``."""
+    named = [(t, u) for t, spec in enumerate(specs) for u in dict.fromkeys(spec.user_ids)]
+    parts = []
+    if named:
+        store.con.register("pw_trigger_users", pd.DataFrame(named, columns=["t", "user_id"]))
         try:
-            return store.df("""SELECT t.user_id, coalesce(u.time_zone, 'UTC') AS time_zone
-                               FROM pw_trigger_users t LEFT JOIN users u USING (user_id) ORDER BY t.user_id""")
+            parts.append(store.df("""SELECT p.t, p.user_id, coalesce(u.time_zone, 'UTC') AS time_zone
+                                     FROM pw_trigger_users p LEFT JOIN users u USING (user_id)"""))
         finally:
             store.con.unregister("pw_trigger_users")
-    return store.df("""SELECT user_id, time_zone FROM users WHERE list_contains($c, country)
-                       ORDER BY user_id LIMIT $n""", {"c": list(spec.countries), "n": MAX_AUDIENCE})
+    for t, spec in enumerate(specs):
+        if not spec.user_ids:
+            parts.append(store.df("""SELECT $t AS t, user_id, time_zone FROM users WHERE list_contains($c, country)
+                                     ORDER BY user_id LIMIT $n""",
+                                  {"t": t, "c": list(spec.countries), "n": MAX_AUDIENCE}))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["t", "user_id", "time_zone"])
+    frame["t"] = frame["t"].astype("int64")
+    frame["cls"] = [specs[t].message_class for t in frame["t"]]
+    frame["item"] = pd.Series([specs[t].item_id for t in frame["t"]], dtype="object")
+    return frame
 
 
-def _targets(store: Store, users: pd.DataFrame, spec: TriggerSpec, now: datetime) -> pd.DataFrame:
-    """Per user: consent, newest active device, the item for the copy and the send time."""
+def _targets(store: Store, users: pd.DataFrame) -> pd.DataFrame:
+    """Per (trigger, user): consent, newest active device, the item for the copy and the best local hour."""
     store.con.register("pw_trigger_aud", users)
     try:
         return store.df(
-            """WITH dev AS (SELECT * FROM devices WHERE active
+            """WITH who AS (SELECT DISTINCT user_id FROM pw_trigger_aud),
+                    dev AS (SELECT * FROM devices WHERE active AND user_id IN (SELECT user_id FROM who)
                             QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY registered_at DESC, device_id) = 1),
-                    last_item AS (SELECT user_id, arg_max(item_id, ts) AS item_id FROM events
-                                  WHERE item_id IS NOT NULL AND user_id IN (SELECT user_id FROM pw_trigger_aud)
-                                  GROUP BY user_id),
-                    best AS (SELECT e.user_id, mode(hour(timezone(a.time_zone, e.ts))) AS hour
-                             FROM events e JOIN pw_trigger_aud a USING (user_id) GROUP BY e.user_id)
-               SELECT a.user_id, a.time_zone, coalesce(c.granted, false) AS consent, d.device_id, d.vendor,
-                      coalesce($item, l.item_id) AS item_id, i.name AS item_name, b.hour AS best_hour
+                    mine AS (SELECT e.user_id, e.item_id, e.ts FROM events e
+                             WHERE e.user_id IN (SELECT user_id FROM who)),
+                    last_item AS (SELECT user_id, arg_max(item_id, ts) AS item_id FROM mine
+                                  WHERE item_id IS NOT NULL GROUP BY user_id),
+                    zone AS (SELECT DISTINCT user_id, time_zone FROM pw_trigger_aud),
+                    best AS (SELECT m.user_id, mode(hour(timezone(z.time_zone, m.ts))) AS hour
+                             FROM mine m JOIN zone z USING (user_id) GROUP BY m.user_id)
+               SELECT a.t, a.user_id, a.time_zone, coalesce(c.granted, false) AS consent, d.device_id, d.vendor,
+                      coalesce(a.item, l.item_id) AS item_id, i.name AS item_name, b.hour AS best_hour
                FROM pw_trigger_aud a
-               LEFT JOIN consents c ON c.user_id = a.user_id AND c.channel = 'push' AND c.message_class = $cls
+               LEFT JOIN consents c ON c.user_id = a.user_id AND c.channel = 'push' AND c.message_class = a.cls
                LEFT JOIN dev d ON d.user_id = a.user_id
                LEFT JOIN last_item l ON l.user_id = a.user_id
-               LEFT JOIN items i ON i.item_id = coalesce($item, l.item_id)
+               LEFT JOIN items i ON i.item_id = coalesce(a.item, l.item_id)
                LEFT JOIN best b ON b.user_id = a.user_id
-               ORDER BY a.user_id""",
-            {"cls": spec.message_class, "item": spec.item_id},
-        )
+               ORDER BY a.t, a.user_id""")
     finally:
         store.con.unregister("pw_trigger_aud")
 
@@ -89,44 +102,70 @@ def _send_at(now: datetime, time_zone: str, hour: float | None, when: str) -> pd
 
 
 def trigger_send(store: Store, spec: TriggerSpec, now: datetime) -> dict:
-    """Plan one trigger; returns ``trigger_id``, ``audience``, ``sends`` and ``skipped`` (reason → users)."""
-    trigger_id = "api:" + uuid.uuid4().hex[:16]
-    t = _targets(store, _audience(store, spec), spec, now)
+    """Plan one trigger in its own transaction; see `plan_triggers`."""
+    with store.transaction():
+        return plan_triggers(store, [spec], now)[0]
+
+
+def plan_triggers(store: Store, specs: Sequence[TriggerSpec], now: datetime) -> list[dict]:
+    """Plan several triggers with one read and one write per table, inside the caller's transaction.
+
+    The service groups the triggers of concurrent requests this way (`engine.service.batching`):
+    each trigger still gets its own id, campaign row, decisions and sends.
+
+    Returns:
+        Per spec, in order: ``trigger_id``, ``audience``, ``sends`` and ``skipped`` (reason → users).
+    """
+    ids = ["api:" + uuid.uuid4().hex[:16] for _ in specs]
+    t = _targets(store, _audience(store, specs))
+    spec_of = [specs[i] for i in t["t"]]
+    t["cid"] = [ids[i] for i in t["t"]]
     t["skip_reason"] = None
     t.loc[t["device_id"].isna(), "skip_reason"] = "no_device"
     t.loc[~t["consent"].astype(bool), "skip_reason"] = "no_consent"
     item_label = t["item_name"].fillna(t["item_id"]).fillna("something you liked")
-    t["title"] = [spec.title.replace("{item}", str(x)) for x in item_label]
-    t["body"] = [spec.body.replace("{item}", str(x)) for x in item_label]
-    t["send_at"] = pd.to_datetime([_send_at(now, tz, h, spec.when) for tz, h in zip(t["time_zone"], t["best_hour"],
-                                                                                     strict=True)], utc=True)
-    t["decision_id"] = [str(uuid.uuid5(_NS, f"{trigger_id}|{u}")) for u in t["user_id"]]
-    t["send_id"] = [str(uuid.uuid5(_NS, f"{trigger_id}|{u}|send")) for u in t["user_id"]]
+    t["title"] = [s.title.replace("{item}", str(x)) for s, x in zip(spec_of, item_label, strict=True)]
+    t["body"] = [s.body.replace("{item}", str(x)) for s, x in zip(spec_of, item_label, strict=True)]
+    t["send_at"] = pd.to_datetime([_send_at(now, tz, h, s.when) for tz, h, s in
+                                   zip(t["time_zone"], t["best_hour"], spec_of, strict=True)], utc=True)
+    t["decision_id"] = [str(uuid.uuid5(_NS, f"{c}|{u}")) for c, u in zip(t["cid"], t["user_id"], strict=True)]
+    t["send_id"] = [str(uuid.uuid5(_NS, f"{c}|{u}|send")) for c, u in zip(t["cid"], t["user_id"], strict=True)]
     t["action"] = t["skip_reason"].map(lambda r: "send" if r is None else "skip")
-    spec_json = json.dumps({"name": spec.name, "when": spec.when, "message_class": spec.message_class,
-                            "audience": "users" if spec.user_ids else "countries"})
-    data = json.dumps({**spec.data, "trigger": spec.name})
-    with store.transaction() as con:
-        con.execute("INSERT INTO campaigns VALUES (?, ?, ?, ?, ?)", [trigger_id, spec.name, spec_json, now, now])
-        con.register("pw_trigger", t)
+    t["cls"] = [s.message_class for s in spec_of]
+    t["data"] = [json.dumps({**s.data, "trigger": s.name}) for s in spec_of]
+    campaigns = pd.DataFrame({
+        "campaign_id": ids, "name": [s.name for s in specs],
+        "spec": [json.dumps({"name": s.name, "when": s.when, "message_class": s.message_class,
+                             "audience": "users" if s.user_ids else "countries"}) for s in specs]})
+    con = store.con
+    con.register("pw_trigger_campaigns", campaigns)
+    con.register("pw_trigger", t)
+    try:
+        con.execute("""INSERT INTO campaigns SELECT campaign_id, name, CAST(spec AS JSON), $now, $now
+                       FROM pw_trigger_campaigns""", {"now": now})
         con.execute(
             """INSERT INTO decisions (decision_id, campaign_id, user_id, arm, action, skip_reason, item_id, title,
                                       body, policy, send_at, send_hour_local, device_id, vendor, message_class,
                                       as_of, created_at)
-               SELECT decision_id, $cid, user_id, 'treatment', action, skip_reason, item_id, title, body,
-                      'api_trigger', send_at, hour(timezone(time_zone, send_at)), device_id, vendor, $cls, $now, $now
-               FROM pw_trigger""", {"cid": trigger_id, "cls": spec.message_class, "now": now})
+               SELECT decision_id, cid, user_id, 'treatment', action, skip_reason, item_id, title, body,
+                      'api_trigger', send_at, hour(timezone(time_zone, send_at)), device_id, vendor, cls, $now, $now
+               FROM pw_trigger""", {"now": now})
         con.execute(
             """INSERT INTO sends (send_id, decision_id, campaign_id, user_id, device_id, vendor, message_class, title,
                                   body, data, due_at, state, attempts, next_attempt_at, updated_at)
-               SELECT send_id, decision_id, $cid, user_id, device_id, vendor, $cls, title, body, CAST($data AS JSON),
+               SELECT send_id, decision_id, cid, user_id, device_id, vendor, cls, title, body, CAST(data AS JSON),
                       send_at, 'pending', 0, send_at, $now
-               FROM pw_trigger WHERE action = 'send'""",
-            {"cid": trigger_id, "cls": spec.message_class, "now": now, "data": data})
+               FROM pw_trigger WHERE action = 'send'""", {"now": now})
+    finally:
         con.unregister("pw_trigger")
-    skipped = t["skip_reason"].dropna().value_counts().to_dict()
-    return {"trigger_id": trigger_id, "audience": len(t), "sends": int((t["action"] == "send").sum()),
-            "skipped": {str(k): int(v) for k, v in skipped.items()}}
+        con.unregister("pw_trigger_campaigns")
+    out = []
+    for i, cid in enumerate(ids):
+        mine = t[t["t"] == i]
+        skipped = mine["skip_reason"].dropna().value_counts().to_dict()
+        out.append({"trigger_id": cid, "audience": len(mine), "sends": int((mine["action"] == "send").sum()),
+                    "skipped": {str(k): int(v) for k, v in skipped.items()}})
+    return out
 
 
 def send_status(store: Store, trigger_id: str) -> dict | None:
