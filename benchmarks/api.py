@@ -27,7 +27,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine.security import create_key, load_keyring  # noqa: E402
@@ -50,13 +49,20 @@ def _prepare(db: Path, users: int) -> str:
 
 
 async def _load(url: str, key: str, clients: int, seconds: float, users: int, mode: str) -> dict:
+    """``clients`` concurrent keep-alive clients, each sending one request after the other for ``seconds``.
+
+    The client is aiohttp: httpx's HTTP/1.1 pool costs ~1.7 ms of CPU per request with 50 connections
+    (DISPATCH-PERF.md: 577 requests/s at best on this machine), which would measure the client.
+    """
+    import aiohttp
+
     latencies: list[float] = []
     errors = 0
     acked = 0
     stop = time.monotonic() + seconds
     headers = {"Authorization": f"Bearer {key}"}
 
-    async def client(cid: int, http: httpx.AsyncClient) -> None:
+    async def client(cid: int, http: aiohttp.ClientSession) -> None:
         nonlocal errors, acked
         rng = random.Random(cid)
         n = 0
@@ -65,24 +71,28 @@ async def _load(url: str, key: str, clients: int, seconds: float, users: int, mo
             t0 = time.perf_counter()
             try:
                 if mode == "health":
-                    r = await http.get("/v1/health")
+                    async with http.get(url + "/v1/health") as r:
+                        await r.read()
                 elif n % 2:
-                    r = await http.post("/v1/triggers", headers=headers, json={
-                        "name": "bench", "title": "Hi {item}", "body": "b", "user_ids": [f"b{rng.randrange(users)}"]})
+                    async with http.post(url + "/v1/triggers", headers=headers, json={
+                            "name": "bench", "title": "Hi {item}", "body": "b",
+                            "user_ids": [f"b{rng.randrange(users)}"]}) as r:
+                        await r.read()
                 else:
                     batch = [{"event_id": f"c{cid}-{n}-{k}", "user_id": f"b{rng.randrange(users)}",
                               "event_type": "app_open", "ts": datetime.now(UTC).isoformat()} for k in range(10)]
-                    r = await http.post("/v1/events", headers=headers, json={"events": batch})
-                    if r.status_code == 200:
-                        acked += r.json()["stored"]
-                ok = r.status_code < 300
-            except httpx.HTTPError:
+                    async with http.post(url + "/v1/events", headers=headers, json={"events": batch}) as r:
+                        if r.status == 200:
+                            stored = (await r.json())["stored"]   # read first: `acked +=` across an await loses updates
+                            acked += stored
+                ok = r.status < 300
+            except (TimeoutError, aiohttp.ClientError):
                 ok = False
             latencies.append((time.perf_counter() - t0) * 1000)
             errors += not ok
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         t0 = time.monotonic()
         await asyncio.gather(*(client(c, http) for c in range(clients)))
         elapsed = time.monotonic() - t0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -99,24 +98,24 @@ def record_events(store: Store, events: pd.DataFrame, now: datetime) -> tuple[in
         (stored, duplicates).
     """
     with store.transaction():
-        return append_events(store, [events], now)[0]
+        return append_events(store, events.assign(batch=0), now, batches=1)[0]
 
 
-def append_events(store: Store, batches: Sequence[pd.DataFrame], now: datetime) -> list[tuple[int, int]]:
-    """`record_events` for several requests' batches at once, inside the caller's transaction.
+def append_events(store: Store, events: pd.DataFrame, now: datetime, batches: int) -> list[tuple[int, int]]:
+    """`record_events` for several requests at once, inside the caller's transaction.
 
-    An event id seen in an earlier batch of the same call counts as a duplicate of the later one, as if
-    the batches had been recorded one after another.
+    Args:
+        events: as for `record_events`, plus ``batch`` (0 .. batches-1): which request each row came in.
+        batches: how many requests; an event id repeated in a later batch counts as that batch's
+            duplicate, as if the batches had been recorded one after another.
 
     Returns:
         (stored, duplicates) per batch, in order.
     """
-    frames = []
-    for n, events in enumerate(batches):
-        ids = [("api|id|" + e) if isinstance(e, str) and e else ("api|new|" + uuid.uuid4().hex)
-               for e in events["event_id"]]
-        frames.append(events.assign(event_id=[hashlib.md5(i.encode()).hexdigest() for i in ids], batch=n))
-    frame = pd.concat(frames, ignore_index=True).drop_duplicates("event_id")
+    ids = [("api|id|" + e) if isinstance(e, str) and e else ("api|new|" + uuid.uuid4().hex)
+           for e in events["event_id"].tolist()]
+    frame = events.assign(event_id=[hashlib.md5(i.encode()).hexdigest() for i in ids]).drop_duplicates("event_id")
+    sizes = events["batch"].value_counts().reindex(range(batches), fill_value=0).tolist()
     con = store.con
     con.register("pw_api_events", frame)
     try:
@@ -134,7 +133,7 @@ def append_events(store: Store, batches: Sequence[pd.DataFrame], now: datetime) 
         con.execute("DROP TABLE pw_api_new")
     finally:
         con.unregister("pw_api_events")
-    return [(int(stored.get(n, 0)), len(b) - int(stored.get(n, 0))) for n, b in enumerate(batches)]
+    return [(int(stored.get(n, 0)), sizes[n] - int(stored.get(n, 0))) for n in range(batches)]
 
 
 def erase_user(store: Store, user_id: str) -> dict[str, int]:

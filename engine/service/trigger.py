@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from engine.store import Store
@@ -130,7 +131,7 @@ def plan_triggers(store: Store, specs: Sequence[TriggerSpec], now: datetime) -> 
                                    zip(t["time_zone"], t["best_hour"], spec_of, strict=True)], utc=True)
     t["decision_id"] = [str(uuid.uuid5(_NS, f"{c}|{u}")) for c, u in zip(t["cid"], t["user_id"], strict=True)]
     t["send_id"] = [str(uuid.uuid5(_NS, f"{c}|{u}|send")) for c, u in zip(t["cid"], t["user_id"], strict=True)]
-    t["action"] = t["skip_reason"].map(lambda r: "send" if r is None else "skip")
+    t["action"] = np.where(t["skip_reason"].isna(), "send", "skip")
     t["cls"] = [s.message_class for s in spec_of]
     t["data"] = [json.dumps({**s.data, "trigger": s.name}) for s in spec_of]
     campaigns = pd.DataFrame({
@@ -159,13 +160,17 @@ def plan_triggers(store: Store, specs: Sequence[TriggerSpec], now: datetime) -> 
     finally:
         con.unregister("pw_trigger")
         con.unregister("pw_trigger_campaigns")
-    out = []
-    for i, cid in enumerate(ids):
-        mine = t[t["t"] == i]
-        skipped = mine["skip_reason"].dropna().value_counts().to_dict()
-        out.append({"trigger_id": cid, "audience": len(mine), "sends": int((mine["action"] == "send").sum()),
-                    "skipped": {str(k): int(v) for k, v in skipped.items()}})
-    return out
+    audience = [0] * len(specs)
+    sends = [0] * len(specs)
+    skipped: list[dict[str, int]] = [{} for _ in specs]
+    for i, action, reason in zip(t["t"].tolist(), t["action"].tolist(), t["skip_reason"].tolist(), strict=True):
+        audience[i] += 1
+        if action == "send":
+            sends[i] += 1
+        else:
+            skipped[i][reason] = skipped[i].get(reason, 0) + 1
+    return [{"trigger_id": cid, "audience": audience[i], "sends": sends[i], "skipped": skipped[i]}
+            for i, cid in enumerate(ids)]
 
 
 def send_status(store: Store, trigger_id: str) -> dict | None:

@@ -70,8 +70,12 @@ def test_batched_events_count_duplicates_across_the_batches_of_one_flush():
         def frame(ids):
             return pd.DataFrame({"event_id": ids, "user_id": "u1", "item_id": None, "event_type": "app_open",
                                  "ts": pd.Timestamp(NOW), "properties": "{}"})
+        events = pd.concat([frame(["a", "b"]).assign(batch=0), frame(["b", "c", None]).assign(batch=1),
+                            frame(["a"]).assign(batch=2)], ignore_index=True)
         with store.transaction():
-            out = append_events(store, [frame(["a", "b"]), frame(["b", "c", None]), frame(["a"])], NOW)
+            out = append_events(store, events, NOW, batches=4)
+        assert out[3] == (0, 0)                       # a request whose events all failed validation elsewhere
+        out = out[:3]
         assert out == [(2, 0), (2, 1), (0, 1)]
         assert store.scalar("SELECT count(*) FROM events WHERE source = 'api'") == 4
 
