@@ -2,24 +2,30 @@
 
     <root>/pushwise-backup-20260131T020000Z/
         manifest.json        format, install id, migrations, data-key fingerprints, per table: file, rows, sha256
-        events.parquet …     one file per table, written inside one read transaction (a consistent snapshot)
+        events.parquet.sealed …  one Parquet file per table, written inside one read transaction (a consistent
+                             snapshot), then sealed whole with AES-256-GCM under the current data key (sealed.py)
 
 A backup is written to a hidden temporary folder and renamed into place when complete, so a folder
 without a manifest is never a finished backup. :func:`restore_backup` checks everything before it touches
-the database. Device tokens and vendor credentials stay encrypted in the Parquet files; restoring needs the
-same data keys.
+the database. Every file is encrypted (a backup holds personal data, not only the tokens and vendor
+credentials that are encrypted in their columns); restoring needs the same data keys. Version 1 backups
+(plain Parquet) still restore.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from engine.backup.sealed import SealError, open_sealed, seal_file
 from engine.errors import InputError
 from engine.security.crypto import Keyring
 from engine.store import Store
@@ -27,7 +33,8 @@ from engine.store import Store
 __all__ = ["FORMAT", "BackupError", "Manifest", "list_backups", "restore_backup", "verify_backup", "write_backup"]
 
 FORMAT = "pushwise-backup"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)   # 1: plain Parquet files; 2: sealed files
 PREFIX = "pushwise-backup-"
 
 
@@ -71,6 +78,32 @@ def _used_key_ids(store: Store, keyring: Keyring) -> set[str]:
     return {r[0] for r in rows}
 
 
+SCHEME = "aes-256-gcm, 1 MiB chunks (engine/backup/sealed.py)"
+
+
+def _label(table: str) -> str:
+    return f"pushwise-backup:{table}"
+
+
+@contextlib.contextmanager
+def _readable(path: Path, scratch: Path, keyring: Keyring, table: str) -> Iterator[Path]:
+    """A plain Parquet file of ``path``: itself (version 1), or decrypted beside the new database, then removed."""
+    if not path.name.endswith(".sealed"):
+        yield path
+        return
+    fd, name = tempfile.mkstemp(prefix=f".restore-{table}-", suffix=".parquet", dir=scratch)
+    os.close(fd)
+    plain = Path(name)
+    try:
+        try:
+            open_sealed(path, plain, keyring, _label(table))
+        except SealError as exc:
+            raise BackupError(f"corrupted backup: {exc}") from None
+        yield plain
+    finally:
+        plain.unlink(missing_ok=True)
+
+
 def list_backups(root: Path) -> list[Path]:
     """Finished backups under ``root``, oldest first."""
     if not root.is_dir():
@@ -94,17 +127,20 @@ def write_backup(store: Store, root: Path, keyring: Keyring, now: datetime, keep
     tables: dict[str, dict] = {}
     with store.transaction() as con:
         for table in _tables(store):
-            target = tmp / f"{table}.parquet"
-            con.execute(f"COPY (SELECT * FROM \"{table}\") TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
-            tables[table] = {"file": target.name,
+            plain = tmp / f"{table}.parquet"
+            con.execute(f"COPY (SELECT * FROM \"{table}\") TO '{plain}' (FORMAT parquet, COMPRESSION zstd)")
+            target = tmp / f"{table}.parquet.sealed"
+            kid = seal_file(plain, target, keyring, _label(table))
+            plain.unlink()
+            tables[table] = {"file": target.name, "key_id": kid,
                              "rows": int(con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])}
         install = con.execute("SELECT value FROM service_meta WHERE name = 'install_id'").fetchall()
         migrations = [r[0] for r in con.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()]
-        used = _used_key_ids(store, keyring)
+        used = _used_key_ids(store, keyring) | {keyring.current_id}
     for meta in tables.values():
         meta["sha256"] = _sha256(tmp / meta["file"])
     fps = keyring.fingerprints()
-    data = {"format": FORMAT, "version": VERSION, "created_at": now.isoformat(),
+    data = {"format": FORMAT, "version": VERSION, "created_at": now.isoformat(), "encryption": SCHEME,
             "install_id": install[0][0] if install else None, "migrations": migrations,
             "data_keys": {k: fps.get(k, "unknown") for k in sorted(used)}, "tables": tables}
     (tmp / "manifest.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -134,8 +170,9 @@ def verify_backup(folder: Path, keyring: Keyring) -> Manifest:
         raise BackupError(f"{mpath} is not valid JSON: the manifest is corrupted") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("tables"), dict):
         raise BackupError(f"{folder} is not a Pushwise backup (manifest format is not {FORMAT!r})")
-    if data.get("version") != VERSION:
-        raise BackupError(f"backup format version {data.get('version')!r} is not supported (expected {VERSION})")
+    if data.get("version") not in READABLE:
+        raise BackupError(f"backup format version {data.get('version')!r} is not supported "
+                          f"(this Pushwise reads {', '.join(map(str, READABLE))})")
     from importlib import resources
 
     known = {e.name for e in (resources.files("engine.store") / "migrations").iterdir() if e.name.endswith(".sql")}
@@ -183,7 +220,8 @@ def restore_backup(db_path: str | Path, folder: Path, keyring: Keyring, *, force
             if table not in present:
                 raise BackupError(f"backup table {table} does not exist in this version's schema")
             con.execute(f'DELETE FROM "{table}"')
-            con.execute(f"""INSERT INTO "{table}" BY NAME SELECT * FROM read_parquet('{folder / meta["file"]}')""")
+            with _readable(folder / meta["file"], tmp.parent, keyring, table) as parquet:
+                con.execute(f"""INSERT INTO "{table}" BY NAME SELECT * FROM read_parquet('{parquet}')""")
         # the running service's own short-lived key was in the snapshot; its secret died with that process
         con.execute("UPDATE api_keys SET revoked_at = now() WHERE label = 'service-local' AND revoked_at IS NULL")
     if db.exists():

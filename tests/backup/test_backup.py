@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from engine.backup import BackupError, list_backups, restore_backup, verify_backup, write_backup
+from engine.backup.sealed import open_sealed
 from engine.security import Keyring, create_key
 from engine.security.vendor_secrets import get_secret, put_secret
 from engine.service.operations import erase_user, record_events, register_device, set_consent
@@ -64,14 +66,14 @@ def test_round_trip_restores_every_table_equal(filled, tmp_path):
 
 
 def _corrupt(folder):
-    f = folder / "events.parquet"
+    f = folder / "events.parquet.sealed"
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0xFF
     f.write_bytes(bytes(data))
 
 
 def _drop_file(folder):
-    (folder / "devices.parquet").unlink()
+    (folder / "devices.parquet.sealed").unlink()
 
 
 def _drop_manifest(folder):
@@ -93,8 +95,8 @@ def _newer(folder):
 
 
 @pytest.mark.parametrize(("damage", "message"), [
-    (_corrupt, "corrupted backup: checksum of events.parquet does not match"),
-    (_drop_file, "partial backup: devices.parquet is missing"),
+    (_corrupt, "corrupted backup: checksum of events.parquet.sealed does not match"),
+    (_drop_file, "partial backup: devices.parquet.sealed is missing"),
     (_drop_manifest, "has no manifest.json: a partial backup"),
     (_not_ours, "is not a Pushwise backup"),
     (_garbled_manifest, "the manifest is corrupted"),
@@ -144,11 +146,17 @@ def test_after_erase_the_next_backup_no_longer_holds_the_user(filled, tmp_path):
     erase_user(filled, "u0")
     m = write_backup(filled, tmp_path / "bk", K1, NOW)
     for table in ("events", "devices", "decisions", "sends", "consents", "users"):
-        frame = pd.read_parquet(m.path / f"{table}.parquet")
+        plain = tmp_path / f"{table}.parquet"
+        open_sealed(m.path / f"{table}.parquet.sealed", plain, K1, f"pushwise-backup:{table}")
+        frame = pd.read_parquet(plain)
         assert "u0" not in set(frame["user_id"]), table
         assert len(frame) > 0, table           # u1 is still there
-    raw = b"".join(f.read_bytes() for f in m.path.iterdir())
-    assert b"u0" not in raw.replace(b"u0 ", b"")  # nowhere in the files either
+    raw = b""
+    for sealed in m.path.glob("*.sealed"):                   # nowhere in any decrypted file either
+        plain = tmp_path / "any.parquet"
+        open_sealed(sealed, plain, K1, "pushwise-backup:" + sealed.name.removesuffix(".parquet.sealed"))
+        raw += plain.read_bytes()
+    assert b"u1" in raw and b"u0" not in raw.replace(b"u0 ", b"")
 
 
 def test_rotation_keeps_the_newest_backups(filled, tmp_path):
@@ -158,3 +166,44 @@ def test_rotation_keeps_the_newest_backups(filled, tmp_path):
     assert [p.name[-22:-14] for p in kept] == ["20260117", "20260118"]
     shutil.rmtree(kept[0])
     assert len(list_backups(tmp_path / "bk")) == 1
+
+
+def test_backup_files_are_encrypted_whole(filled, tmp_path):
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    files = sorted(p.name for p in m.path.iterdir())
+    assert files == sorted([f"{t}.parquet.sealed" for t in m.data["tables"]] + ["manifest.json"])
+    for f in m.path.glob("*.sealed"):
+        raw = f.read_bytes()
+        assert raw.startswith(b"PWSEAL1\n") and b"PAR1" not in raw
+        assert b"purchase" not in raw and b"cart" not in raw    # event types and trigger names are personal context
+    assert m.data["version"] == 2 and set(m.data["data_keys"]) == {"k1"}
+
+
+def test_a_sealed_file_moved_to_another_table_is_refused(filled, tmp_path):
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    users, events = m.path / "users.parquet.sealed", m.path / "events.parquet.sealed"
+    events.write_bytes(users.read_bytes())                     # an attacker swaps files and fixes the manifest
+    manifest = json.loads((m.path / "manifest.json").read_text())
+    manifest["tables"]["events"]["sha256"] = manifest["tables"]["users"]["sha256"]
+    (m.path / "manifest.json").write_text(json.dumps(manifest))
+    target = tmp_path / "other.duckdb"
+    with pytest.raises(BackupError, match="corrupted backup: events.parquet.sealed was altered"):
+        restore_backup(target, m.path, K1)
+    assert not target.exists()
+
+
+def test_a_version_1_backup_of_plain_parquet_still_restores(filled, tmp_path):
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    manifest = json.loads((m.path / "manifest.json").read_text())
+    for table, meta in manifest["tables"].items():
+        plain = m.path / f"{table}.parquet"
+        open_sealed(m.path / meta["file"], plain, K1, f"pushwise-backup:{table}")
+        (m.path / meta["file"]).unlink()
+        meta.update(file=plain.name, sha256=hashlib.sha256(plain.read_bytes()).hexdigest())
+        meta.pop("key_id")
+    manifest["version"] = 1
+    (m.path / "manifest.json").write_text(json.dumps(manifest))
+    restored = tmp_path / "restored.duckdb"
+    restore_backup(restored, m.path, K1, force=True)
+    with Store(restored) as back:
+        assert back.count("events") == filled.count("events") > 0
