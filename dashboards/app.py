@@ -32,10 +32,12 @@ from dashboard_charts import (  # noqa: E402
     funnel_bars,
     funnel_lines,
     heatmap,
+    is_replay,
     metric_history,
     simulated_banner,
     stacked_states,
     uplift_intervals,
+    uplift_reading,
 )
 from dashboard_data import (  # noqa: E402
     CACHE_TTL_SECONDS,
@@ -78,6 +80,7 @@ def main() -> None:
         return
     _show_source(options["source"])
     banner = simulated_banner(options["simulation"])
+    replay = is_replay(options["simulation"])
     if banner:
         st.warning(banner, icon="🧪")
     if options["campaigns"].empty:
@@ -95,7 +98,7 @@ def main() -> None:
     with tabs[0]:
         _funnel_page(views)
     with tabs[1]:
-        _uplift_page(views)
+        _uplift_page(views, replay)
     with tabs[2]:
         _vendor_page(views)
     with tabs[3]:
@@ -173,7 +176,7 @@ def _funnel_page(views: dict[str, pd.DataFrame]) -> None:
         st.dataframe(views["decisions"], hide_index=True)
 
 
-def _uplift_page(views: dict[str, pd.DataFrame]) -> None:
+def _uplift_page(views: dict[str, pd.DataFrame], replay: bool) -> None:
     st.subheader("Treatment vs holdout (intention to treat)")
     outcome = st.radio("Outcome", list(OUTCOME_LABELS), format_func=OUTCOME_LABELS.get, horizontal=True)
     arms = views["arms"][views["arms"]["outcome"] == outcome]
@@ -188,6 +191,7 @@ def _uplift_page(views: dict[str, pd.DataFrame]) -> None:
     cols[3].metric("p-value (two-sided z-test)", "–" if pd.isna(diff["p_value"]) else f"{diff['p_value']:.3g}")
     st.markdown(f"95% interval of the difference: **{_pp(diff['diff_low'])} to {_pp(diff['diff_high'])}**; "
                 f"relative uplift **{_pct(diff['relative_uplift'])}**.")
+    st.info(uplift_reading(diff["diff_low"], diff["diff_high"], diff["p_value"], replay))
     left, right = st.columns([2, 3])
     left.altair_chart(arm_rates(arms), width="stretch")
     right.dataframe(arms.drop(columns="outcome"), hide_index=True,

@@ -7,9 +7,8 @@ import pandas as pd
 
 from engine.analytics import STAGES, WEEKDAYS
 
-__all__ = ["arm_rates", "calibration", "daily_outcomes", "funnel_bars", "funnel_lines", "heatmap", "metric_history",
-           "simulated_banner",
-           "stacked_states", "uplift_intervals"]
+__all__ = ["arm_rates", "calibration", "daily_outcomes", "funnel_bars", "funnel_lines", "heatmap", "is_replay",
+           "metric_history", "simulated_banner", "stacked_states", "uplift_intervals", "uplift_reading"]
 
 
 def funnel_bars(funnel: pd.DataFrame) -> alt.Chart:
@@ -110,6 +109,11 @@ def heatmap(cells: pd.DataFrame, value: str, title: str, fmt: str) -> alt.Chart:
     )
 
 
+def is_replay(summary: pd.DataFrame) -> bool:
+    """Whether the store's devices are simulated: pushes went to sandboxes over a replay of real history."""
+    return any(row.kind == "devices" and int(row.simulated) > 0 for row in summary.itertuples(index=False))
+
+
 def simulated_banner(summary: pd.DataFrame) -> str | None:
     """The text that says which numbers are simulated; None when nothing in the store is.
 
@@ -141,3 +145,26 @@ def simulated_banner(summary: pd.DataFrame) -> str | None:
                      "record no app installs or push consent, so deliveries go to sandbox vendors.")
     lines.append("- Purchases and holdout outcomes come from the real purchase log.")
     return "\n".join(lines)
+
+
+def uplift_reading(low: float, high: float, p_value: float, replay: bool) -> str:
+    """How to read a treatment − holdout difference, in words (pure).
+
+    Args:
+        low, high: its 95% interval (NaN when an arm is empty).
+        p_value: two-sided p-value (NaN when not computable).
+        replay: the store replays historical purchases to simulated devices (the demo): its outcomes
+            were not caused by any push, so a difference between the arms can only be chance.
+    """
+    if pd.isna(low) or pd.isna(high):
+        text = "Not enough users in one arm to compare."
+    elif low <= 0 <= high:
+        text = (f"The 95% interval includes zero (p = {p_value:.2g}): this difference is not distinguishable "
+                "from chance, and neither is the relative uplift.")
+    else:
+        text = f"The 95% interval excludes zero (p = {p_value:.2g})."
+    if replay:
+        text += (" This database replays historical purchases to simulated devices: conversions in both arms "
+                 "are real 2011 purchases that a sandbox push cannot have caused, so any difference here is "
+                 "chance (`benchmarks/aa_holdout.py` shows how far it moves across random holdout splits).")
+    return text

@@ -89,3 +89,22 @@ def test_heatmap_page_renders_charts():
     at = _run()
     # Funnel bars, lines, arm rates, uplift intervals, vendor states, daily answers, 2 heatmaps, calibration.
     assert len(at.get("vega_lite_chart")) >= 9
+
+
+def test_campaign_page_says_how_to_read_the_difference():
+    at = _run()
+    reading = next(i.value for i in at.info if "95% interval" in i.value)
+    # the hand-worked world: 3/10 vs 1/5 converted, interval -0.37 .. +0.47 covers zero
+    assert "includes zero" in reading and "not distinguishable from chance" in reading
+
+
+@pytest.mark.parametrize(("low", "high", "replay", "expected"), [
+    (-0.01, 0.05, False, "includes zero (p = 0.2)"),
+    (0.01, 0.05, False, "excludes zero (p = 0.2)"),
+    (0.01, 0.05, True, "real 2011 purchases that a sandbox push cannot have caused"),
+    (float("nan"), float("nan"), False, "Not enough users in one arm"),
+])
+def test_uplift_reading(low, high, replay, expected):
+    from dashboards.dashboard_charts import uplift_reading
+
+    assert expected in uplift_reading(low, high, 0.2, replay)
