@@ -3,15 +3,14 @@
 The file is read by DuckDB, never row by row in Python. Each step below is one SQL statement over the
 mapping's relations (see ``engine.ingest.mappings``), all inside one transaction:
 
-1. count the rows and the quarantine reasons;
-2. number the events whose natural key repeats inside the file (a small temp table: only those rows);
-3. insert the file's events, checking the stored ones for duplicates only when the mapping has any;
-4. quarantine the bad rows with their original values;
-5. let the mapping refresh ``users`` and ``items``.
+1. number the events whose natural key repeats inside the file (a small temp table: only those rows);
+2. insert the file's events, checking the stored ones for duplicates only when the mapping has any;
+3. quarantine the bad rows with their original values, then count the reasons from what was written;
+4. let the mapping refresh ``users`` and ``items``.
 
 Parquet is scanned again by each step (a columnar scan is cheap); a text file is parsed and typed once
 into a temp table. docs/decisions/002-event-identity.md explains the event ids and why ``events`` has
-no key.
+no key; docs/decisions/012-ingest-throughput.md what each step costs.
 """
 
 from __future__ import annotations
@@ -89,9 +88,15 @@ def ingest_path(
     if seen is not None:
         return IngestReport(str(path), seen[0], int(seen[1]), 0, 0, 0, already_ingested=True)
 
+    kept_order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
     try:
         with store.transaction():
+            # A text file is numbered with row_number() OVER (): its lines must come in file order.
+            con.execute("SET preserve_insertion_order = true")
             checked = _checked(con, chosen, path, kind, columns)
+            # From here on rows are named by __row and ordered explicitly where order matters, so
+            # the order in which they land carries no meaning, and keeping it slows the inserts.
+            con.execute("SET preserve_insertion_order = false")
             report = _load(con, chosen, checked, path, now)
             con.execute(
                 "INSERT INTO ingested_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -99,6 +104,8 @@ def ingest_path(
                  report.events_duplicate, report.rows_quarantined, now],
             )
     finally:
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"SET preserve_insertion_order = {'true' if kept_order else 'false'}")
         for table in (CHECKED, REPEATS):
             with contextlib.suppress(duckdb.Error):
                 con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -161,20 +168,19 @@ def _src_struct(names: list[str]) -> str:
 
 def _load(con: duckdb.DuckDBPyConnection, mapping: Mapping, checked: str, path: Path,
           now: datetime) -> IngestReport:
-    """Steps 1–5 of the module docstring; returns the counts."""
-    counts = con.execute(f"SELECT reason, count(*) FROM {checked} GROUP BY reason ORDER BY 2 DESC, 1").fetchall()
-    reasons = {reason: int(n) for reason, n in counts if reason is not None}
+    """Steps 1–4 of the module docstring; returns the counts."""
+    rows_read = con.execute(f"SELECT count(*) FROM {checked}").fetchone()[0]  # Parquet: from the footer
     events = f"({mapping.events_sql(f'(SELECT * FROM {checked} WHERE reason IS NULL)')})"
     file_events, skipped = _number_repeats(con, events)
     first_load = con.execute(
         "SELECT count(*) = 0 FROM (SELECT 1 FROM events WHERE source = ? LIMIT 1)", [mapping.name]
     ).fetchone()[0]
     loaded, stored_before = _insert_events(con, mapping, file_events, first_load, now)
-    _quarantine(con, mapping.name, checked, path, now)
+    reasons = _quarantine(con, mapping.name, checked, path, now)
     # With no repeat skipped the file's events are the mapping's events: spare derive the join.
     mapping.derive(con, file_events if skipped else events, first_load)
     return IngestReport(
-        path=str(path), mapping=mapping.name, rows_read=sum(int(n) for _, n in counts), events_loaded=loaded,
+        path=str(path), mapping=mapping.name, rows_read=int(rows_read), events_loaded=loaded,
         events_duplicate=skipped + stored_before, rows_quarantined=sum(reasons.values()), reasons=reasons,
     )
 
@@ -194,7 +200,10 @@ def _number_repeats(con: duckdb.DuckDBPyConnection, events: str) -> tuple[str, i
             FROM {events}
             WHERE hash(__key) IN (SELECT hash(__key) FROM {events} GROUP BY 1 HAVING count(*) > 1)
         ) WHERE occurrence > 1""")
-    skipped = con.execute(f"SELECT count(*) FROM {REPEATS} WHERE NOT __numbered").fetchone()[0]
+    repeats, skipped = con.execute(
+        f"SELECT count(*), count(*) FILTER (NOT __numbered) FROM {REPEATS}").fetchone()
+    if not repeats:  # every key is unique: no join
+        return f"(SELECT *, 1 AS __occurrence FROM {events})", 0
     file_events = f"""(
         SELECT e.*, coalesce(r.occurrence, 1) AS __occurrence
         FROM {events} e LEFT JOIN {REPEATS} r ON r.__row = e.__row AND r.event_type = e.event_type
@@ -222,8 +231,12 @@ def _insert_events(con: duckdb.DuckDBPyConnection, mapping: Mapping, file_events
     return int(loaded), int(candidates - loaded)
 
 
-def _quarantine(con: duckdb.DuckDBPyConnection, mapping: str, checked: str, path: Path, now: datetime) -> None:
-    """Copy the bad rows, with their reason and original values, into ``quarantine``."""
+def _quarantine(con: duckdb.DuckDBPyConnection, mapping: str, checked: str, path: Path,
+                now: datetime) -> dict[str, int]:
+    """Copy the bad rows, with their reason and original values, into ``quarantine``.
+
+    Returns the file's bad rows per reason, most frequent first.
+    """
     file = str(path)
     # A file changed in place keeps the quarantine rows of its first version. The table has no key
     # (migration 006), so rows already there for this path are anti-joined; on a path seen for the
@@ -238,3 +251,10 @@ def _quarantine(con: duckdb.DuckDBPyConnection, mapping: str, checked: str, path
             WHERE reason IS NOT NULL {unseen}""",
         {"mapping": mapping, "file": file, "now": now},
     )
+    # On a new path the rows just written are all the file's bad rows: count them there rather than
+    # check the file once more. A known path kept some older rows instead, so its file is counted.
+    counted = (f"{checked} WHERE reason IS NOT NULL" if known
+               else "quarantine WHERE file = $file AND quarantined_at = $now")
+    params = {} if known else {"file": file, "now": now}
+    rows = con.execute(f"SELECT reason, count(*) FROM {counted} GROUP BY reason ORDER BY 2 DESC, 1", params)
+    return {reason: int(n) for reason, n in rows.fetchall()}

@@ -91,7 +91,9 @@ def _online_retail_checked(source: str, columns: Columns, path: str) -> str:
         ("NOT cancelled AND quantity <= 0", "non-positive Quantity on a purchase invoice"),
         ("cancelled AND quantity > 0", "positive Quantity on a cancellation invoice"),
         ("unit_price IS NULL OR unit_price < 0", "missing or negative UnitPrice"),
-        (f"upper(stock_code) IN ({codes}) OR stock_code ILIKE 'gift\\_%' ESCAPE '\\'",
+        # every such code starts with a letter: most lines (digits) skip the case-folding tests
+        (f"ascii(stock_code) NOT BETWEEN 48 AND 57 AND (upper(stock_code) IN ({codes}) "
+         f"OR stock_code ILIKE 'gift\\_%' ESCAPE '\\')",
          "not a product line: postage, fee, discount or voucher"),
         ("NOT cancelled AND unit_price = 0", "zero UnitPrice on a purchase"),
     )
@@ -131,6 +133,9 @@ def _online_retail_event_id(occurrence: str) -> str:
             f"{occurrence}))")
 
 
+LINES = "pw_retail_lines"  # the file's lines summed per user, per item name and per item price
+
+
 def _online_retail_derive(con: duckdb.DuckDBPyConnection, file_events: str, first_load: bool) -> None:
     """Users (country, time zone, first and last seen) and items (name, median price) from the lines.
 
@@ -139,8 +144,26 @@ def _online_retail_derive(con: duckdb.DuckDBPyConnection, file_events: str, firs
     ``items``, computed from the file's typed columns. A later file updates the users and items it
     names: first and last seen widen, a known user keeps their country and a known item its name, and
     an item's price is the median over all its stored purchase lines.
+
+    The file is read once, into a small table of line counts per (user, country, local time), per
+    (item, description) and per (item, event type, price); users and items are computed from it.
     """
-    lines = f"(SELECT user_id, item_id, event_type, ts, country, description, unit_price FROM {file_events})"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {LINES} AS
+        SELECT CASE GROUPING(user_id, description, unit_price) WHEN 3 THEN 'user' WHEN 5 THEN 'name'
+               ELSE 'price' END AS kind,
+               user_id, country, local_ts, item_id, description, event_type, unit_price, count(*) AS n
+        FROM {file_events}
+        GROUP BY GROUPING SETS ((user_id, country, local_ts), (item_id, description),
+                                (item_id, event_type, unit_price))""")
+    try:
+        _derive_users(con, first_load)
+        _derive_items(con, file_events, first_load)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {LINES}")
+
+
+def _derive_users(con: duckdb.DuckDBPyConnection, first_load: bool) -> None:
     known = "" if first_load else "LEFT JOIN users u USING (user_id)"
     country = "m.country" if first_load else "coalesce(u.country, m.country)"
     seen = ("p.first_seen, p.last_seen" if first_load else
@@ -149,41 +172,72 @@ def _online_retail_derive(con: duckdb.DuckDBPyConnection, file_events: str, firs
     con.execute(f"""
         INSERT OR REPLACE INTO users (user_id, country, time_zone, source, first_seen, last_seen)
         WITH lines AS (
-            SELECT user_id, country, ts FROM {lines}
+            SELECT user_id, country, local_ts, n FROM {LINES} WHERE kind = 'user'
         ), per_user AS (
-            SELECT user_id, min(ts) AS first_seen, max(ts) AS last_seen FROM lines GROUP BY user_id
+            -- UK local time to UTC once per distinct time, not once per line
+            SELECT user_id, min(timezone('Europe/London', local_ts)) AS first_seen,
+                   max(timezone('Europe/London', local_ts)) AS last_seen
+            FROM lines GROUP BY user_id
         ), main_country AS (
             -- a few customers ordered from two countries: take the one most of their lines name
             SELECT user_id, first(country ORDER BY n DESC, country) AS country
-            FROM (SELECT user_id, country, count(*) AS n FROM lines GROUP BY ALL) GROUP BY user_id
+            FROM (SELECT user_id, country, sum(n) AS n FROM lines GROUP BY ALL) GROUP BY user_id
         )
         SELECT p.user_id, {country}, {country_time_zone_sql(country)}, 'online_retail', {seen}
         FROM per_user p JOIN main_country m USING (user_id) {known}
     """)
-    if first_load:  # the file holds every online_retail line
-        prices = f"SELECT item_id, unit_price, event_type FROM {lines}"
+
+
+def _derive_items(con: duckdb.DuckDBPyConnection, file_events: str, first_load: bool) -> None:
+    if first_load:  # the file holds every online_retail line: its price counts give the median
+        per_item = f"""
+            SELECT item_id, median(unit_price) FILTER (WHERE event_type = 'purchase') AS price
+            FROM ({_middle_prices()}) GROUP BY item_id"""
     else:  # the median is over every stored line of the items the file names
-        prices = f"""SELECT item_id, CAST(properties->>'unit_price' AS DOUBLE) AS unit_price, event_type
-                     FROM events WHERE source = 'online_retail'
-                       AND item_id IN (SELECT DISTINCT item_id FROM {file_events})"""
+        per_item = f"""
+            SELECT item_id, median(CAST(properties->>'unit_price' AS DOUBLE))
+                            FILTER (WHERE event_type = 'purchase') AS price
+            FROM events WHERE source = 'online_retail'
+              AND item_id IN (SELECT item_id FROM {LINES} WHERE kind = 'price')
+            GROUP BY item_id"""
     name = "m.name" if first_load else "coalesce(i.name, m.name)"
     known_item = "" if first_load else "LEFT JOIN items i USING (item_id)"
     con.execute(f"""
         INSERT OR REPLACE INTO items (item_id, name, category, price, currency, source, properties)
-        WITH per_item AS (
-            SELECT item_id, median(unit_price) FILTER (WHERE event_type = 'purchase') AS price
-            FROM ({prices}) GROUP BY item_id
+        WITH per_item AS ({per_item}
         ), main_name AS (
             -- the description most lines carry; a tie goes to the first alphabetically, so reloads agree
             SELECT item_id, first(description ORDER BY n DESC, description) AS name
-            FROM (SELECT item_id, description, count(*) AS n FROM {lines} WHERE description IS NOT NULL GROUP BY ALL)
-            GROUP BY item_id
+            FROM {LINES} WHERE kind = 'name' AND description IS NOT NULL GROUP BY item_id
         )
         SELECT item_id, {name},
                'or:' || coalesce(nullif(regexp_extract(substr(item_id, 4), '^[0-9]+'), ''), substr(item_id, 4)),
                p.price, 'GBP', 'online_retail', json_object('stock_code', substr(item_id, 4))
         FROM per_item p LEFT JOIN main_name m USING (item_id) {known_item}
     """)
+
+
+def _middle_prices() -> str:
+    """Per item and event type, the one or two middle prices of its lines, from the counted prices.
+
+    The median of n sorted prices is the one at position (n + 1) // 2 when n is odd, and interpolates
+    the ones at n // 2 and n // 2 + 1 when it is even. Both positions are picked here (the same price
+    twice when n is odd), so ``median`` over the pair gives the median of all n lines, to the bit:
+    DuckDB interpolates the same two values by the same fraction. Cancellations keep their own middle
+    rows, so an item that was only ever cancelled still gets an item row (with no price).
+    """
+    return f"""
+        WITH ranked AS (
+            SELECT item_id, event_type, unit_price, n,
+                   sum(n) OVER (PARTITION BY item_id, event_type ORDER BY unit_price) AS upto,
+                   sum(n) OVER (PARTITION BY item_id, event_type) AS total
+            FROM {LINES} WHERE kind = 'price'
+        ), positions AS (
+            SELECT item_id, event_type, unit_price, upto - n AS after, upto,
+                   unnest([(total + 1) // 2, total // 2 + 1]) AS pos
+            FROM ranked
+        )
+        SELECT item_id, event_type, unit_price FROM positions WHERE after < pos AND pos <= upto"""
 
 
 # --------------------------------------------------------------------------------------------

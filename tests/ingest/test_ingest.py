@@ -186,6 +186,31 @@ def test_users_get_a_time_zone_from_their_country_and_items_a_kind(store, tmp_pa
     assert items["or:22728A"][1] == "or:22728"  # colour variants share a kind
 
 
+@pytest.mark.parametrize("prices", [[2.55], [3.75, 4.25], [1.0, 2.0, 2.0, 5.0], [0.1, 0.2, 0.7], [4.95] * 3 + [0.85] * 2,
+                                    [1.65, 0.42, 2.1, 0.42, 0.42, 9.95, 1.25, 2.1]])
+def test_an_items_price_is_the_median_of_its_purchase_lines(store, tmp_path, prices):
+    rows = [f"5{i:05d},22728,ALARM CLOCK,2,12/1/2010 9:45,{p},12583.0,France" for i, p in enumerate(prices)]
+    rows.append("C599999,22728,ALARM CLOCK,-1,12/2/2010 9:45,99.0,12583.0,France")  # a cancellation: not a sale
+    ingest_path(store, _csv(tmp_path, rows))
+    expected = store.scalar(f"SELECT median(p) FROM unnest({prices}::DOUBLE[]) t(p)")  # over all lines
+    assert store.scalar("SELECT price FROM items WHERE item_id = 'or:22728'") == expected
+
+
+def test_an_item_only_ever_cancelled_is_an_item_without_a_price(store, tmp_path):
+    ingest_path(store, _csv(tmp_path, [GOOD, "C536379,22556,PLASTERS IN TIN,-5,12/1/2010 9:41,1.65,14527.0,UK"]))
+    assert store.execute("SELECT name, price FROM items WHERE item_id = 'or:22556'").fetchone() == (
+        "PLASTERS IN TIN", None)
+
+
+def test_ingest_leaves_the_connections_row_order_setting_as_it_found_it(store, tmp_path):
+    store.execute("SET preserve_insertion_order = true")
+    ingest_path(store, _csv(tmp_path, [GOOD], "a.csv"))
+    assert store.scalar("SELECT current_setting('preserve_insertion_order')") is True
+    store.execute("SET preserve_insertion_order = false")
+    ingest_path(store, _csv(tmp_path, [GOOD.replace("85123A", "71053")], "b.csv"))
+    assert store.scalar("SELECT current_setting('preserve_insertion_order')") is False
+
+
 CANONICAL_BAD = [
     ({"user_id": "", "event_type": "click", "ts": "2024-01-01T10:00:00Z"}, "missing user: user_id is empty"),
     ({"user_id": "u1", "event_type": "teleport", "ts": "2024-01-01T10:00:00Z"}, "unknown event type"),
