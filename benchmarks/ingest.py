@@ -3,17 +3,20 @@
 Online Retail is replicated (each copy with its own invoice numbers, so nothing deduplicates away) to
 at least 5 million rows in one Parquet file. Both runs write a fresh on-disk DuckDB database.
 
-    .venv/bin/python benchmarks/ingest.py [--copies 10] [--repeat 3] [--profile]
+    .venv/bin/python benchmarks/ingest.py [--copies 10] [--repeat 3] [--profile] [--breakdown]
 
 Prints both rates and the ratio; writes reports/bench-ingest.json. The ratio is of wall-clock
 medians; the process CPU seconds are recorded too, because on a shared machine they move less than
 wall time. ``--profile`` also prints the wall and CPU seconds of every SQL statement of the last
-pushwise run.
+pushwise run. ``--breakdown`` runs pushwise once more per part of the Online Retail events that it
+replaces by a constant (the md5 event ids, the JSON properties) and prints what each part costs;
+docs/decisions/012-ingest-throughput.md reads these numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import re
@@ -29,7 +32,7 @@ import duckdb
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.ingest import ingest_path  # noqa: E402
+from engine.ingest import MAPPINGS, ingest_path  # noqa: E402
 from engine.store import Store  # noqa: E402
 
 SOURCE = REPO / "data" / "online_retail" / "online_retail.parquet"
@@ -104,12 +107,35 @@ def ours(path: Path, folder: Path, i: int, timer: bool = False) -> tuple[float, 
     return elapsed, cpu, report
 
 
+def breakdown(path: Path, folder: Path, full_cpu: float) -> dict[str, float]:
+    """CPU seconds that each expensive part of an Online Retail event costs (full run minus a run without it)."""
+    mapping = MAPPINGS["online_retail"]
+    props = "json_object('invoice', invoice, 'quantity', abs(quantity), 'unit_price', unit_price)"
+    assert props in mapping.events_sql("x"), "the breakdown no longer matches the mapping's properties"
+    without = {
+        "event_id (md5 hex)": dataclasses.replace(mapping, event_id=lambda occurrence: "''"),
+        "properties (JSON)": dataclasses.replace(
+            mapping, events_sql=lambda good: mapping.events_sql(good).replace(props, "NULL::JSON")),
+    }
+    costs = {}
+    try:
+        for i, (part, variant) in enumerate(without.items()):
+            MAPPINGS["online_retail"] = variant
+            _, cpu, _ = ours(path, folder, 100 + i)
+            costs[part] = round(full_cpu - cpu, 3)
+    finally:
+        MAPPINGS["online_retail"] = mapping
+    return costs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="time every statement of the last pushwise run")
+    ap.add_argument("--breakdown", action="store_true", help="CPU cost of the event ids and of the properties")
     args = ap.parse_args()
+    parts: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path, rows = make_file(folder, args.copies)
@@ -122,6 +148,8 @@ def main() -> None:
             elapsed, cpu, report = ours(path, folder, i, timer=args.profile and i == args.repeat - 1)
             ours_s.append(elapsed)
             ours_cpu.append(cpu)
+        if args.breakdown:
+            parts = breakdown(path, folder, statistics.median(ours_cpu))
     b, o = statistics.median(bare_s), statistics.median(ours_s)
     result = {
         "rows": rows,
@@ -135,6 +163,7 @@ def main() -> None:
         "bare_cpu_seconds": [round(x, 3) for x in bare_cpu],
         "pushwise_cpu_seconds": [round(x, 3) for x in ours_cpu],
         "cpu_ratio": round(statistics.median(bare_cpu) / statistics.median(ours_cpu), 3),
+        **({"pushwise_cpu_seconds_by_part": parts} if parts else {}),
         "baseline": "duckdb CREATE TABLE AS SELECT * FROM read_parquet (same file, fresh on-disk db)",
         "duckdb": duckdb.__version__,
         "python": platform.python_version(),
@@ -146,6 +175,8 @@ def main() -> None:
           f"pushwise ingest {result['pushwise_rows_per_s']:,} rows/s, ratio {result['ratio']}")
     print(f"process CPU: bare {statistics.median(bare_cpu):.2f} s, pushwise {statistics.median(ours_cpu):.2f} s, "
           f"ratio {result['cpu_ratio']}")
+    for part, cost in parts.items():
+        print(f"  of which {part}: {cost:.2f} CPU s")
     print(f"written to {out}")
 
 
