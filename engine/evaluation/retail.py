@@ -1,20 +1,42 @@
-"""Online Retail evaluations: next-month purchase recommendations and send hours, each beside its baselines on one split."""
+"""Online Retail evaluations of the served models: next-month purchase recommendations and send hours, beside baselines.
+
+Both replay the product's own path on a store holding the shipped data: the ``click`` model is
+trained by :func:`~engine.training.click.train_click` and its ranked lists come from
+:func:`~engine.recommend.rank_items` (what the planner's policy draws from); the ``send_time``
+model is trained by :func:`~engine.training.send_time.train_send_time` and scored by
+:func:`~engine.recommend.send_time.hour_scores` (what the planner's hour ranker calls). Every
+baseline is computed in the same run on the same split.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
+from engine.clock import FixedClock
+from engine.evaluation.baselines import als_scores, cooccurrence_scores
 from engine.evaluation.metrics import bootstrap_mean, per_user_ranking, top_k_hits
-from engine.recommend.hour_ranker import hour_rows, rank_hours, train_hour_ranker
-from engine.recommend.hybrid import HybridConfig, als_scores, cooccurrence_scores, recommend_hybrid
+from engine.features.send_time import hour_shares
+from engine.features.timing import engagements
+from engine.recommend import rank_items
+from engine.recommend.send_time import hour_scores
+from engine.store import Store
+from engine.training.artifacts import load_model
+from engine.training.click import ClickConfig, train_click
+from engine.training.send_time import SendTimeConfig, train_send_time
 
 __all__ = ["MetricCI", "RecommendEval", "SendTimeEval", "evaluate_recommendations", "evaluate_send_time"]
 
 RECOMMEND_SPLIT = pd.Timestamp("2011-11-01")
 SEND_TIME_SPLIT = pd.Timestamp("2011-09-01")
+#: The shop's wall clock: the splits are local dates, the purchases frame is in this zone.
+SHOP_ZONE = ZoneInfo("Europe/London")
+ALS_FACTORS, ALS_ITERATIONS = 64, 15
 
 
 @dataclass(frozen=True)
@@ -28,7 +50,11 @@ class MetricCI:
 
 @dataclass(frozen=True)
 class RecommendEval:
-    """Recall@10 and NDCG@10 per method (``hybrid`` and the baselines), on all and on new items only."""
+    """Recall@10 and NDCG@10 per method (``model`` and the baselines), on all and on new items only.
+
+    ``candidate_coverage`` is the share of the judged purchases that were among the model's
+    candidates at all (the ceiling any ranking of them could reach, before the cut at k).
+    """
 
     recall: dict[str, MetricCI]
     ndcg: dict[str, MetricCI]
@@ -56,7 +82,7 @@ def _dense_top(users: np.ndarray, items: pd.Index, scores: np.ndarray, k: int, e
                          "rank": np.tile(np.arange(k), len(users))})
 
 
-def _baselines(past: pd.DataFrame, users: np.ndarray, at: pd.Timestamp, k: int, config: HybridConfig,
+def _baselines(past: pd.DataFrame, users: np.ndarray, at: pd.Timestamp, k: int, seed: int,
                exclude: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
     recent = past[past["ts"] >= at - pd.Timedelta(days=30)]
     pop = recent.groupby("item_id")["user_id"].nunique().rename("score").reset_index()
@@ -78,26 +104,34 @@ def _baselines(past: pd.DataFrame, users: np.ndarray, at: pd.Timestamp, k: int, 
         out["repeat"] = _ranked(own, k)
     items, co = cooccurrence_scores(past, users)
     out["cooccurrence"] = _dense_top(users, items, co, k, exclude)
-    items, als = als_scores(past, users, config.als_factors, config.als_iterations, config.seed)
+    items, als = als_scores(past, users, ALS_FACTORS, ALS_ITERATIONS, seed)
     out["als"] = _dense_top(users, items, als, k, exclude)
     return out
 
 
-def evaluate_recommendations(purchases: pd.DataFrame, rng: np.random.Generator, at: pd.Timestamp = RECOMMEND_SPLIT,
-                             horizon_days: int = 30, k: int = 10, n_boot: int = 1000,
-                             config: HybridConfig | None = None) -> RecommendEval:
-    """Recall@k and NDCG@k of the hybrid recommender and every baseline for the ``horizon_days`` after ``at``.
+def _shop_time(at: pd.Timestamp) -> datetime:
+    return at.tz_localize(SHOP_ZONE).to_pydatetime()
+
+
+def evaluate_recommendations(store: Store, purchases: pd.DataFrame, rng: np.random.Generator, models_dir: Path,
+                             at: pd.Timestamp = RECOMMEND_SPLIT, horizon_days: int = 30, k: int = 10,
+                             n_boot: int = 1000, config: ClickConfig | None = None) -> RecommendEval:
+    """Recall@k and NDCG@k of the served recommender and every baseline for the ``horizon_days`` after ``at``.
 
     Args:
-        purchases: ``user_id``, ``item_id``, ``invoice``, ``ts`` (local), ``quantity``.
+        store: holds the shipped events (the click model trains on, and scores from, it).
+        purchases: the same purchases as a frame: ``user_id``, ``item_id``, ``invoice``, ``ts`` (shop
+            local time), ``quantity``; defines the judged customers, the truth and the baselines.
         rng: draws the bootstrap resamples (users).
-        at: train on purchases before it.
+        models_dir: where the click model trained as of ``at`` is saved.
+        at: train on purchases before it (a shop-local time).
         horizon_days: the evaluation window after ``at``, in days.
         k: cut-off.
         n_boot: bootstrap resamples.
-        config: the hybrid recommender's configuration.
+        config: the click model's configuration (the product's defaults when None).
     """
-    config = config or HybridConfig()
+    config = config or ClickConfig()
+    as_of = _shop_time(at)
     past = purchases[purchases["ts"] < at]
     later = purchases[(purchases["ts"] >= at) & (purchases["ts"] < at + pd.Timedelta(days=horizon_days))]
     users = np.intersect1d(past["user_id"].unique(), later["user_id"].unique())
@@ -105,10 +139,14 @@ def evaluate_recommendations(purchases: pd.DataFrame, rng: np.random.Generator, 
     owned = past[past["user_id"].isin(users)][["user_id", "item_id"]].drop_duplicates()
     is_repeat = truth.merge(owned.assign(own=1), how="left", on=["user_id", "item_id"])["own"].notna().to_numpy()
     new_truth = truth[~is_repeat]
-    hybrid = recommend_hybrid(purchases, users, at, 5 * k, config)
-    methods = {"hybrid": hybrid[hybrid["rank"] < k], **_baselines(past, users, at, k, config, None)}
-    fresh = hybrid.merge(owned.assign(own=1), how="left", on=["user_id", "item_id"])
-    new_methods = {"hybrid": _ranked(fresh[fresh["own"].isna()], k), **_baselines(past, users, at, k, config, owned)}
+
+    trained = train_click(store, as_of, models_dir, FixedClock(as_of), config)
+    ranked = rank_items(store.con, load_model(models_dir, "click", trained.version), as_of, list(users))
+    ranked = ranked.rename(columns={"position": "rank"})[["user_id", "item_id", "score", "rank"]]
+    coverage = truth.merge(ranked[["user_id", "item_id"]], on=["user_id", "item_id"]).shape[0] / len(truth)
+    methods = {"model": ranked[ranked["rank"] < k], **_baselines(past, users, at, k, config.seed, None)}
+    fresh = ranked.merge(owned.assign(own=1), how="left", on=["user_id", "item_id"])
+    new_methods = {"model": _ranked(fresh[fresh["own"].isna()], k), **_baselines(past, users, at, k, config.seed, owned)}
     recall, ndcg, new_recall = {}, {}, {}
     for name, recs in methods.items():
         per = per_user_ranking(recs, truth, k)
@@ -117,22 +155,22 @@ def evaluate_recommendations(purchases: pd.DataFrame, rng: np.random.Generator, 
     for name, recs in new_methods.items():
         per = per_user_ranking(recs, new_truth, k)
         new_recall[name] = MetricCI(*bootstrap_mean(per["recall"].to_numpy(), rng, n_boot))
-    return RecommendEval(recall, ndcg, new_recall, len(users), float(is_repeat.mean()))
+    return RecommendEval(recall, ndcg, new_recall, len(users), float(is_repeat.mean()), float(coverage))
 
 
 @dataclass(frozen=True)
 class SendTimeEval:
-    """Top-1 / top-3 hour hit rates per method (``model`` and the baselines), and hour-of-week hit rates."""
+    """Top-1 / top-3 hour hit rates per method (``model`` and the baselines), and hour-of-week hit rates.
+
+    ``hour_model`` is the hour-of-day estimator the training chose (on data before the split).
+    """
 
     top1: dict[str, MetricCI]
     top3: dict[str, MetricCI]
     hour_of_week_top3: dict[str, MetricCI]
     n_invoices: int
     n_users: int
-
-
-def _invoices(purchases: pd.DataFrame) -> pd.DataFrame:
-    return purchases.groupby("invoice").agg(user_id=("user_id", "first"), ts=("ts", "min")).reset_index()
+    hour_model: dict[str, float] = field(default_factory=dict)
 
 
 def _count_ranks(history: pd.DataFrame, targets: pd.DataFrame, slot_of: str, n_slots: int) -> dict[str, pd.DataFrame]:
@@ -156,26 +194,51 @@ def _count_ranks(history: pd.DataFrame, targets: pd.DataFrame, slot_of: str, n_s
     return out
 
 
-def evaluate_send_time(purchases: pd.DataFrame, rng: np.random.Generator, at: pd.Timestamp = SEND_TIME_SPLIT,
-                       n_boot: int = 1000, window_days: int = 180, seed: int = 7) -> SendTimeEval:
-    """Is each later invoice's hour among the customer's top-1 / top-3 predicted hours? Model and baselines.
+def _model_ranks(scores: pd.DataFrame, targets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The model's top-3 hours of the target's weekday, and its top-3 hours of the week, per target."""
+    s = scores.assign(weekday=scores["hour_of_week"] // 24, hour=scores["hour_of_week"] % 24)
+    day = s.sort_values(["user_id", "weekday", "score", "hour"], ascending=[True, True, False, True])
+    day = day.assign(rank=day.groupby(["user_id", "weekday"]).cumcount())
+    day = day[day["rank"] < 3]
+    week = s.sort_values(["user_id", "score", "hour_of_week"], ascending=[True, False, True])
+    week = week.assign(rank=week.groupby("user_id").cumcount())
+    week = week[week["rank"] < 3].rename(columns={"hour_of_week": "how"})
+    keyed = targets.assign(target=np.arange(len(targets)))[["target", "user_id", "weekday"]]
+    by_day = keyed.merge(day[["user_id", "weekday", "hour", "rank"]], on=["user_id", "weekday"])
+    by_week = keyed.merge(week[["user_id", "how", "rank"]], on="user_id")
+    return by_day[["target", "hour", "rank"]], by_week[["target", "how", "rank"]]
 
-    Every invoice at or after ``at`` of a customer with an invoice before ``at`` counts once; the
-    intervals resample customers. The model knows the invoice's weekday (a push is planned for a day).
+
+def evaluate_send_time(store: Store, rng: np.random.Generator, models_dir: Path, at: pd.Timestamp = SEND_TIME_SPLIT,
+                       n_boot: int = 1000, config: SendTimeConfig | None = None,
+                       until: pd.Timestamp | None = None) -> SendTimeEval:
+    """Is each later engagement's local hour among the customer's top-1 / top-3 predicted hours? Model and baselines.
+
+    Every engagement (one per invoice on Online Retail) at or after ``at`` of a customer with one
+    before ``at`` counts once; hours are the customer's local hours, for the model and the baselines
+    alike. The model is trained on data before ``at``, its features are frozen at ``at``, and it
+    ranks the hours of the engagement's weekday (a push is planned for a day); the hour-of-week
+    figures rank all 168 hours instead. The intervals resample customers. ``until`` (shop-local) ends
+    the judged window early, for validation splits that must stop before the test window.
     """
-    inv = _invoices(purchases)
-    inv["hour"], inv["how"] = inv["ts"].dt.hour, inv["ts"].dt.day_of_week * 24 + inv["ts"].dt.hour
-    past = inv[inv["ts"] < at]
-    test = inv[(inv["ts"] >= at) & inv["user_id"].isin(past["user_id"])].reset_index(drop=True)
-    targets = pd.DataFrame({"user_id": test["user_id"], "dow": test["ts"].dt.day_of_week, "hour": test["hour"]})
+    config = config or SendTimeConfig()
+    as_of = _shop_time(at)
+    trained = train_send_time(store, as_of, models_dir, FixedClock(as_of), config)
+    model = load_model(models_dir, "send_time", trained.version)
+    history = engagements(store.con, datetime(1970, 1, 1, tzinfo=SHOP_ZONE), as_of)
+    end = _shop_time(until) if until is not None else datetime(2100, 1, 1, tzinfo=SHOP_ZONE)
+    later = engagements(store.con, as_of, end, list(history["user_id"].unique()))
+    test = later.rename(columns={"local_hour": "hour", "hour_of_week": "how"}).reset_index(drop=True)
+    past = history.rename(columns={"local_hour": "hour", "hour_of_week": "how"})
     observed = test.assign(target=np.arange(len(test)))
-    booster = train_hour_ranker(inv[["user_id", "ts"]], at, window_days, seed)
-    ranks = {"model": rank_hours(booster, hour_rows(inv[["user_id", "ts"]], targets, at)),
-             **_count_ranks(past, test, "hour", 24)}
+    scores = hour_scores(model, store.con, list(test["user_id"].unique()), as_of, shares=hour_shares(store.con, as_of))
+    by_day, by_week = _model_ranks(scores, test)
+    ranks = {"model": by_day, **_count_ranks(past, test, "hour", 24)}
+    clusters = test["user_id"]
     top1, top3 = {}, {}
     for name, ranked in ranks.items():
-        top1[name] = MetricCI(*bootstrap_mean(top_k_hits(ranked, observed, "hour", 1), rng, n_boot, test["user_id"]))
-        top3[name] = MetricCI(*bootstrap_mean(top_k_hits(ranked, observed, "hour", 3), rng, n_boot, test["user_id"]))
-    how = {name: MetricCI(*bootstrap_mean(top_k_hits(r, observed, "how", 3), rng, n_boot, test["user_id"]))
-           for name, r in _count_ranks(past, test, "how", 168).items()}
-    return SendTimeEval(top1, top3, how, len(test), int(test["user_id"].nunique()))
+        top1[name] = MetricCI(*bootstrap_mean(top_k_hits(ranked, observed, "hour", 1), rng, n_boot, clusters))
+        top3[name] = MetricCI(*bootstrap_mean(top_k_hits(ranked, observed, "hour", 3), rng, n_boot, clusters))
+    how = {name: MetricCI(*bootstrap_mean(top_k_hits(r, observed, "how", 3), rng, n_boot, clusters))
+           for name, r in {"model": by_week, **_count_ranks(past, test, "how", 168)}.items()}
+    return SendTimeEval(top1, top3, how, len(test), int(test["user_id"].nunique()), model.card.get("hour_model", {}))

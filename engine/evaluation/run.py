@@ -16,6 +16,8 @@ from engine.evaluation.data import ingest_shipped, purchases, slice_files
 from engine.evaluation.retail import RecommendEval, SendTimeEval, evaluate_recommendations, evaluate_send_time
 from engine.evaluation.simulation import SimulationResult, run_simulation
 from engine.store import Store
+from engine.training.click import ClickConfig
+from engine.training.send_time import SendTimeConfig
 
 __all__ = ["Evaluation", "run_evaluation"]
 
@@ -53,9 +55,12 @@ def run_evaluation(data_dir: Path, fast: bool = False, seed: int = 7, say=print)
             ingest_shipped(store, Path(data_dir))
             lines = purchases(store)
             seconds["ingest"] = time.perf_counter() - t
+            models = Path(tmp) / "models"  # the models trained as of each split, as the product trains them
             steps = [
-                ("recommend", lambda: evaluate_recommendations(lines, np.random.default_rng(seed), n_boot=n_boot)),
-                ("send_time", lambda: evaluate_send_time(lines, np.random.default_rng(seed), n_boot=n_boot, seed=seed)),
+                ("recommend", lambda: evaluate_recommendations(store, lines, np.random.default_rng(seed), models,
+                                                               n_boot=n_boot, config=ClickConfig(seed=seed))),
+                ("send_time", lambda: evaluate_send_time(store, np.random.default_rng(seed), models, n_boot=n_boot,
+                                                         config=SendTimeConfig(seed=seed))),
                 ("ope", lambda: ope_report(store, seed, n_boot)),
                 ("click_model", lambda: click_model_report(store, seed, n_boot)),
                 ("simulation", lambda: run_simulation(seed + 4, *((600, 40_000) if fast else (3000, 400_000)))),

@@ -3,6 +3,8 @@
 Everything is built from :func:`~engine.features.timing.hour_of_week_counts` (events before ``as_of``)
 as dense user × 168 matrices, so the rows come out vectorised. Shares are smoothed toward the
 population's rhythm: with few events a user looks like everyone else, with many like themselves.
+:func:`hour_posterior` is that smoothing for the hour of day, as one pure function shared by the
+features and by the send-time model's tuning, so the tuned estimator is the one served.
 """
 
 from __future__ import annotations
@@ -17,10 +19,21 @@ import pandas as pd
 from engine.features.base import ENGAGEMENT_TYPES, Db, check_as_of, fetch_df, user_view
 from engine.features.timing import HOURS_PER_WEEK, hour_of_week_counts, local_time_sql
 
-__all__ = ["SEND_TIME_FEATURES", "HourShares", "UserHours", "hour_shares", "user_countries", "user_hours"]
+__all__ = [
+    "HOUR_FACTOR",
+    "SEND_TIME_COLUMNS",
+    "SEND_TIME_FEATURES",
+    "HourShares",
+    "UserHours",
+    "hour_posterior",
+    "hour_prior",
+    "hour_shares",
+    "user_countries",
+    "user_hours",
+]
 
-#: Columns of :attr:`UserHours.frame` the send-time model uses, in order.
-SEND_TIME_FEATURES: tuple[str, ...] = (
+#: Every feature column of :attr:`UserHours.frame`, in order.
+SEND_TIME_COLUMNS: tuple[str, ...] = (
     "hour_of_day",
     "weekday",
     "n_user",
@@ -36,7 +49,47 @@ SEND_TIME_FEATURES: tuple[str, ...] = (
     "g_how",
     "g_hod",
     "g_dow",
+    "hod_posterior",
+    "dow_count",
+    "dow_last_days",
 )
+
+#: The columns the send-time booster reads: one value per (user, weekday), so the booster ranks days and
+#: never reorders the hours within a day (those follow :data:`HOUR_FACTOR`).
+SEND_TIME_FEATURES: tuple[str, ...] = ("weekday", "n_user", "dow_count", "dow_share", "dow_last_days", "g_dow")
+
+#: The column that ranks the hours of a day: :func:`hour_posterior` of the user's own history.
+HOUR_FACTOR = "hod_posterior"
+
+
+def hour_prior(shares: HourShares) -> np.ndarray:
+    """The population's 24 hour-of-day shares, weighted by engagements (uniform when there are none).
+
+    Weighted by engagements, not averaged over users: the engagements to predict come mostly from
+    frequent users, and on Online Retail this prior beat the per-user average on validation.
+    """
+    count = shares.global_count.reshape(7, 24).sum(axis=0)
+    return count / count.sum() if count.sum() > 0 else np.full(24, 1.0 / 24)
+
+
+def hour_posterior(weighted: np.ndarray, prior: np.ndarray, kernel: float, strength: float) -> np.ndarray:
+    """Each user's predicted share of engagements per local hour of day (a Dirichlet posterior mean).
+
+    The user's recency-weighted counts, each also lending ``kernel`` of itself to the hour before and
+    after (habits are "around noon", not "in the 12th hour"), plus ``strength`` pseudo-engagements
+    spread as the population does.
+
+    Args:
+        weighted: users × 24 recency-weighted engagement counts per local hour of day.
+        prior: 24 population shares summing to 1.
+        kernel: weight lent to each neighbouring hour (wrapping at midnight); 0 for none.
+        strength: prior pseudo-engagements (> 0).
+
+    Returns:
+        users × 24 shares, each row summing to 1; a user without history gets ``prior``.
+    """
+    smoothed = weighted + kernel * (np.roll(weighted, 1, axis=1) + np.roll(weighted, -1, axis=1))
+    return (smoothed + strength * prior[None, :]) / (smoothed.sum(axis=1, keepdims=True) + strength)
 
 
 @dataclass(frozen=True)
@@ -112,6 +165,9 @@ def user_hours(
     prior_strength: float = 2.0,
     half_life_days: float = 60.0,
     event_types: Sequence[str] = ENGAGEMENT_TYPES,
+    *,
+    hour_kernel: float = 0.0,
+    hour_prior_strength: float | None = None,
 ) -> UserHours:
     """Per (user, hour of week) features from engagements before ``as_of``.
 
@@ -122,7 +178,10 @@ def user_hours(
     (half-life ``half_life_days``); ``hod_near_share`` the smoothed share of hod−1…hod+1;
     ``hod_last_days`` days since the user last engaged at this hod (NaN if never);
     ``is_last_hod`` 1 when the user's latest engagement was at this hod; ``g_how``, ``g_hod``,
-    ``g_dow`` the population shares.
+    ``g_dow`` the population shares; ``hod_posterior`` :func:`hour_posterior` of the recency-weighted
+    counts with :func:`hour_prior`, ``hour_kernel`` and ``hour_prior_strength`` (``prior_strength``
+    when None); ``dow_count`` engagements on this weekday; ``dow_last_days`` days since the user
+    last engaged on this weekday (NaN if never).
     """
     counts = hour_of_week_counts(db, as_of, user_ids, event_types, half_life_days)
     ids = np.sort(counts["user_id"].unique())
@@ -133,11 +192,12 @@ def user_hours(
     n_u[u, h] = counts["n"].to_numpy()
     w_u[u, h] = counts["weight"].to_numpy()
     last[u, h] = counts["last_days"].to_numpy()
-    feats = _matrix_features(n_u, w_u, last, shares.global_share, prior_strength)
+    posterior = (hour_prior(shares), hour_kernel, prior_strength if hour_prior_strength is None else hour_prior_strength)
+    feats = _matrix_features(n_u, w_u, last, shares.global_share, prior_strength, posterior)
     frame = pd.DataFrame(
         {"user_id": np.repeat(ids, HOURS_PER_WEEK), "hour_of_week": np.tile(np.arange(HOURS_PER_WEEK), len(ids))}
     )
-    for name in SEND_TIME_FEATURES:
+    for name in SEND_TIME_COLUMNS:
         frame[name] = feats[name].ravel()
     country = counts.groupby("user_id", sort=True)["country"].first().reindex(ids)
     users = pd.DataFrame({"user_id": ids, "country": country.to_numpy(), "n_events": n_u.sum(axis=1).astype("int64")})
@@ -145,7 +205,8 @@ def user_hours(
 
 
 def _matrix_features(
-    n: np.ndarray, w: np.ndarray, last: np.ndarray, g: np.ndarray, alpha: float
+    n: np.ndarray, w: np.ndarray, last: np.ndarray, g: np.ndarray, alpha: float,
+    posterior: tuple[np.ndarray, float, float],
 ) -> dict[str, np.ndarray]:
     """Every feature as a users × 168 matrix (pure numpy)."""
     users = n.shape[0]
@@ -166,6 +227,7 @@ def _matrix_features(
         return np.repeat(by_dow, 24, axis=1)
 
     hod_last_days = np.where(np.isfinite(hod_last), hod_last, np.nan)
+    dow_last = last.reshape(users, 7, 24).min(axis=2)
     return {
         "hour_of_day": np.tile(np.arange(24), (users, 7)).astype("float64"),
         "weekday": np.repeat(np.arange(7), 24)[None, :].repeat(users, axis=0).astype("float64"),
@@ -182,6 +244,9 @@ def _matrix_features(
         "g_how": np.broadcast_to(g, n.shape),
         "g_hod": np.broadcast_to(np.tile(gh, 7), n.shape),
         "g_dow": np.broadcast_to(np.repeat(gd, 24), n.shape),
+        "hod_posterior": week(hour_posterior(wh, *posterior)),
+        "dow_count": by_day(nd),
+        "dow_last_days": by_day(np.where(np.isfinite(dow_last), dow_last, np.nan)),
     }
 
 

@@ -1,8 +1,11 @@
 """Send-time choice: score every local hour of the week per user and pick the best ones.
 
-Users with enough history (the model card's ``min_events``, default 3) are scored by the
-``send_time`` model; the others get their country's (or everyone's) best hours and are flagged
-``fallback`` so the planner and the dashboard can tell a guess from a prediction.
+Users with enough history (the model card's ``min_events``) are scored by the ``send_time`` model:
+its booster's probability for the weekday times the user's hour-of-day posterior (the card's
+``hour_factor``, with the kernel, half-life and prior strength its training chose; models trained
+before that part existed score with the booster alone). The others get their country's (or
+everyone's) best hours and are flagged ``fallback`` so the planner and the dashboard can tell a
+guess from a prediction.
 """
 
 from __future__ import annotations
@@ -48,33 +51,36 @@ def hour_scores(
 
     Returns:
         ``user_id``, ``hour_of_week`` (0 = Monday 00h local), ``score`` (the model's probability of
-        engaging in that hour, or the country/global share for fallback users; comparable within a
-        user only), ``fallback`` (bool).
+        engaging on that weekday times the share of that hour, or the country/global share for
+        fallback users; comparable within a user only), ``fallback`` (bool).
     """
     as_of = check_as_of(as_of)
     shares = shares or hour_shares(db, as_of)
     settings = model.card.get("config", {})
     min_events = int(settings.get("min_events", DEFAULT_MIN_EVENTS))
+    factor, hour = model.card.get("hour_factor"), model.card.get("hour_model", {})
+    smoothing = {
+        "prior_strength": float(settings.get("prior_strength", 2.0)),
+        "half_life_days": float(hour.get("half_life_days", settings.get("half_life_days", 60.0))),
+        "hour_kernel": float(hour.get("kernel", 0.0)),
+        "hour_prior_strength": hour.get("prior_strength"),
+    }
     ids = pd.unique(pd.Series(list(user_ids), dtype="object"))
     parts = []
     for start in range(0, len(ids), batch_users):
         chunk = list(ids[start : start + batch_users])
-        hours = user_hours(
-            db,
-            as_of,
-            shares,
-            chunk,
-            prior_strength=float(settings.get("prior_strength", 2.0)),
-            half_life_days=float(settings.get("half_life_days", 60.0)),
-        )
+        hours = user_hours(db, as_of, shares, chunk, **smoothing)
         scored_users = hours.users.loc[hours.users["n_events"] >= min_events, "user_id"].to_numpy()
         rows = hours.frame[hours.frame["user_id"].isin(scored_users)]
+        score = model.predict(rows)
+        if factor is not None:
+            score = score * rows[factor].to_numpy()
         parts.append(
             pd.DataFrame(
                 {
                     "user_id": rows["user_id"].to_numpy(),
                     "hour_of_week": rows["hour_of_week"].to_numpy(),
-                    "score": model.predict(rows),
+                    "score": score,
                     "fallback": False,
                 }
             )

@@ -5,7 +5,8 @@
     click_data.py  click rows: purchase-behaviour snapshots and real push outcomes
     click.py       train_click      — P(user acts on an item), judged against popularity / repeat
     click_obd.py   train_click_obd  — Open Bandit CTR, with bootstrap intervals
-    send_time.py   train_send_time  — P(engage in each local hour of the week)
+    send_time.py   train_send_time  — weekday booster × hour-of-day posterior per user
+    hour_tuning.py tune_hour_model  — the posterior's kernel / half-life / prior, chosen on earlier windows
     train_all.py   train_all        — all three, as the demo runs them
 """
 

@@ -1,16 +1,26 @@
-"""The ``send_time`` model: the chance a user engages in each local hour of the week.
+"""The ``send_time`` model: which local hour of which weekday a user is likely to engage in.
 
-Time layout for a run at ``as_of`` (defaults: 100-day windows, so ``as_of`` = 2011-12-10 splits at
-2011-09-01)::
+It has two parts. The hours of a day are ranked by the user's own hour-of-day posterior
+(:func:`~engine.features.send_time.hour_posterior`: recency-weighted, kernel-smoothed counts shrunk
+toward the population), whose kernel, half-life and prior strength are chosen on validation origins
+before the held-out window. The weekdays are ranked by a LightGBM booster over per-(user, weekday)
+features, trained on several origins (features frozen at each) so that it sees the spread of history
+lengths and horizons it is served with. The score of an hour of the week is the booster's
+probability for its weekday times the posterior share of its hour. Learned rankers of the hours
+themselves (pointwise, LambdaRank, residual boosting) lost to the posterior on validation
+(docs/decisions/013-evaluating-the-served-models.md).
 
-    history ............ | label window            | evaluation window        |
-                         ^ train_at                ^ split                    ^ as_of
+One fit at a cut-off ``end`` (defaults: origins 90, 60 and 30 days before it)::
 
-Training rows are (user, hour of week) for users with at least ``train_min_events`` engagements before
-``train_at`` who come back in the label window; the label is "engaged in that hour of the week during
-the label window". Evaluation replays the serving path at ``split`` for every returning customer and
-asks, per later engagement (one per invoice), whether its local hour was among the top-1 / top-3
-predicted hours of day, next to three baselines.
+    history ... | origin 3 | origin 2 | origin 1 |
+                                                ^ end
+
+The hour posterior is tuned on each origin's later engagements up to ``end``; the booster's rows are
+labelled by the ``label_days`` after each origin (never past ``end``). A run fits once with ``end`` =
+the split (``as_of`` − ``eval_days``) and is judged on ``[split, as_of)``: the card's metrics replay
+the serving path at the split for every returning customer and ask, per later engagement (one per
+invoice), whether its local hour was among the top-1 / top-3 predicted hours of day, next to three
+baselines. It then fits again with ``end`` = ``as_of``: that is the saved model.
 """
 
 from __future__ import annotations
@@ -26,11 +36,12 @@ import pandas as pd
 from engine.clock import Clock
 from engine.errors import ConfigError
 from engine.features.base import PURCHASE_TYPES, Db, check_as_of
-from engine.features.send_time import SEND_TIME_FEATURES, hour_shares, user_hours
+from engine.features.send_time import HOUR_FACTOR, SEND_TIME_FEATURES, hour_shares, user_hours
 from engine.features.timing import engagements
 from engine.recommend.send_time import hour_scores
 from engine.training.artifacts import TrainedModel
 from engine.training.base import TrainResult, best_baseline, data_end, fit_booster, lgb_params, publish
+from engine.training.hour_tuning import HourModel, tune_hour_model
 from engine.training.metrics import hour_hit_rate, paired_hit_interval
 
 __all__ = ["SendTimeConfig", "train_send_time"]
@@ -44,21 +55,28 @@ class SendTimeConfig:
 
     Attributes:
         eval_days: length of the held-out window that ends at ``as_of``.
-        label_days: length of the training label window that ends where evaluation starts.
+        label_days: longest label window after an origin (it also stops at the fit's cut-off).
+        origins: how many origins (feature cut-offs) feed tuning and the weekday booster.
+        origin_step_days: days between consecutive origins, counted back from the split.
         min_events: users with fewer past engagements get population hours (``fallback``).
         train_min_events: past engagements a user needs to give training rows; lower than
             ``min_events`` because ``n_user`` is a feature and light users still teach the prior.
-        prior_strength, half_life_days: feature smoothing (see ``engine.features.send_time``).
+        prior_strength: smoothing of the share features (see ``engine.features.send_time``).
+        hour_kernels, hour_half_lives, hour_priors: the grid the hour posterior is chosen from.
         num_boost_round, learning_rate, num_leaves, min_data_in_leaf: LightGBM capacity.
         seed: LightGBM seed.
     """
 
     eval_days: int = 100
     label_days: int = 100
-    min_events: int = 3
+    origins: int = 3
+    origin_step_days: int = 30
+    min_events: int = 1
     train_min_events: int = 1
     prior_strength: float = 2.0
-    half_life_days: float = 60.0
+    hour_kernels: tuple[float, ...] = (0.0, 0.15, 0.3, 0.5)
+    hour_half_lives: tuple[float, ...] = (30.0, 60.0, 90.0, 150.0, 365.0)
+    hour_priors: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)
     num_boost_round: int = 200
     learning_rate: float = 0.05
     num_leaves: int = 7
@@ -71,15 +89,21 @@ class SendTimeConfig:
             raise ConfigError("send_time eval_days and label_days must be at least 1")
         if self.min_events < 1:
             raise ConfigError("send_time min_events must be at least 1")
+        if self.origins < 1 or self.origin_step_days < 1:
+            raise ConfigError("send_time origins and origin_step_days must be at least 1")
+        if not (self.hour_kernels and self.hour_half_lives and self.hour_priors):
+            raise ConfigError("send_time hour_kernels, hour_half_lives and hour_priors must not be empty")
 
 
 def train_send_time(
     db: Db, as_of: datetime, models_dir: str | Path, clock: Clock, config: SendTimeConfig | None = None
 ) -> TrainResult:
-    """Train, evaluate, save and record the send-time model from data before ``as_of``.
+    """Tune, train, evaluate, save and record the send-time model from data before ``as_of``.
 
-    The windows end at ``as_of`` or, when purchases stop earlier, just after the last purchase
-    (see :func:`~engine.training.base.data_end`); other engagement types count inside them.
+    The procedure runs twice: fitted on the data before the split and judged on the held-out window
+    (the card's metrics), then fitted again on everything before ``as_of`` (the saved model). The
+    windows end at ``as_of`` or, when purchases stop earlier, just after the last purchase (see
+    :func:`~engine.training.base.data_end`); other engagement types count inside them.
 
     Returns:
         The :class:`TrainResult`; headline ``top3_hour_hit`` next to the best baseline's.
@@ -92,9 +116,40 @@ def train_send_time(
     requested = check_as_of(as_of)
     as_of = data_end(db, requested, PURCHASE_TYPES)
     split = as_of - timedelta(days=config.eval_days)
-    train_at = split - timedelta(days=config.label_days)
 
-    frame = _training_rows(db, train_at, split, config)
+    held_out = _fit(db, split, config)
+    metrics, baselines = _evaluate(held_out, db, split, as_of)
+    model = _fit(db, as_of, config)
+    headline = "top3_hour_hit"
+    base_name, base_value = best_baseline(baselines, headline)
+    card = {
+        **model.card,
+        "data_window": {
+            "requested_as_of": requested.isoformat(),
+            "as_of": as_of.isoformat(),
+            "origins": model.card["origins"],
+            "eval_window": [split.isoformat(), as_of.isoformat()],
+            "eval_model": "the same procedure fitted on the data before the eval window",
+            "eval_model_hour_model": held_out.card["hour_model"],
+        },
+        "metrics": metrics,
+        "baseline_metrics": baselines,
+        "headline": {"metric": headline, "value": metrics[headline], "baseline": base_name, "baseline_value": base_value},
+    }
+    card.pop("origins")
+    saved = publish(db, models_dir, clock, NAME, model.booster, card)
+    return TrainResult(
+        NAME, saved.version, saved.path, metrics, baselines, headline, metrics[headline], base_name, base_value,
+        seconds=time.perf_counter() - started, card=saved.card,
+    )
+
+
+def _fit(db: Db, end: datetime, config: SendTimeConfig) -> TrainedModel:
+    """Tune the hour posterior and train the weekday booster on origins before ``end`` (an unsaved model)."""
+    origins = [end - timedelta(days=config.origin_step_days * k) for k in range(config.origins, 0, -1)]
+    hour = tune_hour_model(db, origins, end, config.hour_kernels, config.hour_half_lives, config.hour_priors)
+    frame = pd.concat([_training_rows(db, o, min(o + timedelta(days=config.label_days), end), hour, config)
+                       for o in origins], ignore_index=True)
     params = lgb_params(
         config.seed,
         num_threads=config.num_threads,
@@ -104,54 +159,34 @@ def train_send_time(
     )
     features = list(SEND_TIME_FEATURES)
     booster = fit_booster(frame, features, frame["label"].to_numpy(), params, config.num_boost_round)
-
     card = {
-        "task": "P(user engages in a local hour of the week); rank hours per user",
+        "task": "rank local hours of the week per user: P(engages on the weekday) × posterior share of the hour",
         "features": features,
-        "label": f"1 = at least one engagement in that hour of the week during the {config.label_days} "
-        "days after the feature cut-off",
+        "hour_factor": HOUR_FACTOR,
+        "hour_model": hour.card(),
+        "label": f"booster: 1 = at least one engagement on that weekday during the {config.label_days} days "
+        "after an origin (stopping at the last origin's window end)",
         "parameters": {**params, "num_boost_round": config.num_boost_round},
         "config": asdict(config),
         "seed": config.seed,
-        "data_window": {
-            "requested_as_of": requested.isoformat(),
-            "as_of": as_of.isoformat(),
-            "features_as_of": train_at.isoformat(),
-            "label_window": [train_at.isoformat(), split.isoformat()],
-            "eval_window": [split.isoformat(), as_of.isoformat()],
-        },
+        "origins": [o.isoformat() for o in origins],
         "n_train_rows": len(frame),
         "n_train_users": int(frame["user_id"].nunique()),
     }
-    unsaved = TrainedModel(NAME, "unsaved", Path(), booster, card)
-    metrics, baselines = _evaluate(unsaved, db, split, as_of)
-    headline = "top3_hour_hit"
-    base_name, base_value = best_baseline(baselines, headline)
-    card.update(
-        metrics=metrics,
-        baseline_metrics=baselines,
-        headline={"metric": headline, "value": metrics[headline], "baseline": base_name, "baseline_value": base_value},
-    )
-    model = publish(db, models_dir, clock, NAME, booster, card)
-    return TrainResult(
-        NAME, model.version, model.path, metrics, baselines, headline, metrics[headline], base_name, base_value,
-        seconds=time.perf_counter() - started, card=model.card,
-    )
+    return TrainedModel(NAME, "unsaved", Path(), booster, card)
 
 
-def _training_rows(db: Db, train_at: datetime, split: datetime, config: SendTimeConfig) -> pd.DataFrame:
-    """(user, hour of week) rows of qualified users who engage again before ``split``, with ``label``."""
-    shares = hour_shares(db, train_at)
-    hours = user_hours(
-        db, train_at, shares, prior_strength=config.prior_strength, half_life_days=config.half_life_days
-    )
+def _training_rows(db: Db, origin: datetime, end: datetime, hour: HourModel, config: SendTimeConfig) -> pd.DataFrame:
+    """One (user, weekday) row per qualified user who engages again in ``[origin, end)``, with ``label``."""
+    shares = hour_shares(db, origin)
+    hours = user_hours(db, origin, shares, prior_strength=config.prior_strength, half_life_days=hour.half_life_days)
     qualified = hours.users.loc[hours.users["n_events"] >= config.train_min_events, "user_id"]
-    later = engagements(db, train_at, split)
+    later = engagements(db, origin, end)
     returning = np.intersect1d(qualified.to_numpy(), later["user_id"].unique())
-    frame = hours.frame[hours.frame["user_id"].isin(returning)].reset_index(drop=True)
-    seen = pd.MultiIndex.from_frame(later[["user_id", "hour_of_week"]].drop_duplicates())
-    label = pd.MultiIndex.from_frame(frame[["user_id", "hour_of_week"]]).isin(seen)
-    return frame.assign(label=label.astype("float64"))
+    frame = hours.frame[hours.frame["user_id"].isin(returning) & (hours.frame["hour_of_day"] == 0)]
+    seen = pd.MultiIndex.from_frame(later[["user_id", "weekday"]].drop_duplicates())
+    label = pd.MultiIndex.from_arrays([frame["user_id"], frame["weekday"].astype("int64")]).isin(seen)
+    return frame.reset_index(drop=True).assign(label=label.astype("float64"), snapshot=origin)
 
 
 def _evaluate(

@@ -17,6 +17,9 @@ from engine.training import ClickConfig, ClickData, ObdConfig, SendTimeConfig
         (lambda: ClickData(category_label=2.0), "click category_label must be in [0, 1], got 2.0"),
         (lambda: SendTimeConfig(eval_days=0), "send_time eval_days and label_days must be at least 1"),
         (lambda: SendTimeConfig(min_events=0), "send_time min_events must be at least 1"),
+        (lambda: SendTimeConfig(origins=0), "send_time origins and origin_step_days must be at least 1"),
+        (lambda: SendTimeConfig(hour_priors=()),
+         "send_time hour_kernels, hour_half_lives and hour_priors must not be empty"),
         (lambda: ObdConfig(train_share=1.0), "click_obd train_share must be between 0 and 1, got 1.0"),
     ],
 )
