@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +58,7 @@ SendKey = Annotated[ApiKey, Depends(require("send"))]
 IngestKey = Annotated[ApiKey, Depends(require("ingest"))]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 MAX_BODY_BYTES = 1_000_000
+MAX_EVENT_LEAD = timedelta(days=1)
 
 
 @dataclass
@@ -73,7 +76,11 @@ class ServiceContext:
     max_body_bytes: int = MAX_BODY_BYTES
     nonces: NonceCache = field(default_factory=NonceCache)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    denials_audited_per_second: float = 20.0   # refusals beyond this are counted in /metrics, not audited
+    denial_budget: RateLimiter = field(default_factory=RateLimiter)
     key_cache: dict = field(default_factory=dict)   # sha256(bearer) → (ApiKey, expiry), see engine.api.auth
+    #: called with the new keyring after a rotation (the dispatcher decrypts tokens with its own reference)
+    keyring_listeners: list[Callable[[Keyring], None]] = field(default_factory=list)
     metrics: ApiMetrics = field(init=False)
 
     writes: GroupCommit = field(init=False)
@@ -121,7 +128,7 @@ class _BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _BodyTooLarge
+                raise _BodyTooLarge(self.limit)
             return message
 
         try:
@@ -160,12 +167,19 @@ class _Measure:
             self.metrics.latency.labels(name).observe(time.perf_counter() - t0)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """An HTTP exception, so FastAPI's body parsing passes it on instead of answering 400 (chunked bodies)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _too_large_message(limit))
+
+
+def _too_large_message(limit: int) -> str:
+    return f"request body larger than {limit} bytes"
 
 
 def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"error": f"request body larger than {limit} bytes"}, status_code=413)
+    return JSONResponse({"error": _too_large_message(limit)}, status_code=413)
 
 
 def _problems(exc: RequestValidationError) -> JSONResponse:
@@ -234,6 +248,11 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     @app.post("/v1/events", response_model=EventsOut, tags=["events"])
     async def events(body: EventsIn, request: Request, key: IngestKey) -> dict:
         """Append app events (opens, clicks, purchases); a repeated event_id is ignored."""
+        # retention purges by event time: an event dated far ahead would outlive it (a day covers clock skew)
+        ahead = ctx.clock.now() + MAX_EVENT_LEAD
+        late = next((n for n, e in enumerate(body.events) if e.ts > ahead), None)
+        if late is not None:
+            raise InputError(f"events.{late}.ts is more than a day ahead of the server clock")
         rows = [(e.event_id, e.user_id, e.item_id, e.event_type, e.ts, e.properties_json()) for e in body.events]
         stored, dup = await ctx.writes.submit("events", rows)
         return {"stored": stored, "duplicates": dup}
@@ -284,6 +303,8 @@ def create_app(ctx: ServiceContext) -> FastAPI:
 
         ctx.keyring = load_keyring() if ctx.keyring.source != "memory" else ctx.keyring
         counts = ops.rotate_data_key(ctx.store, ctx.keyring)
+        for listener in ctx.keyring_listeners:
+            listener(ctx.keyring)
         _audit(request, "data-key.rotate", ctx.keyring.current_id, 200)
         return {"current_key": ctx.keyring.current_id, "reencrypted": counts}
 

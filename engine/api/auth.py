@@ -21,8 +21,15 @@ KEY_CACHE_SECONDS = 5.0
 
 
 def _deny(request: Request, status: int, message: str, key_id: str | None = None) -> HTTPException:
+    """The refusal to raise; audited within ``ctx.denials_audited_per_second`` (all counted in /metrics).
+
+    Refusals cost no key, so without a bound anyone who reaches the port could write audit rows, each a
+    commit on the loop that serves everyone, as fast as they can send.
+    """
     ctx = request.app.state.ctx
-    audit(ctx.store, ctx.clock.now(), key_id, "auth.denied", request.url.path[:200], status, message)
+    budget = ApiKey("auth.denied", (), ctx.denials_audited_per_second)   # one bucket that all refusals share
+    if ctx.denial_budget.allow(budget, ctx.clock.now().timestamp()):
+        audit(ctx.store, ctx.clock.now(), key_id, "auth.denied", request.url.path[:200], status, message)
     ctx.metrics.denied.labels(str(status)).inc()
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return HTTPException(status, message, headers=headers)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import zoneinfo
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.domain import EVENT_TYPES
 from engine.errors import InputError
-from engine.service.operations import VENDORS, check_token
+from engine.service.operations import VENDORS, check_time_zone, check_token
 
 __all__ = ["ConsentIn", "DeviceIn", "DeviceOut", "EraseIn", "EventIn", "EventsIn", "EventsOut", "KeyIn",
            "SecretIn", "TriggerIn", "TriggerOut"]
@@ -25,10 +24,15 @@ class _Strict(BaseModel):
 
 def _check_zone(value: str) -> str:
     try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError("unknown time zone; use an IANA name such as Europe/London") from None
-    return value
+        return check_time_zone(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: A property value: JSON scalars that DuckDB's JSON type and every reader take (no NaN, no ±Infinity,
+#: integers within 64 bits). Python's JSON parser accepts NaN and Infinity, so the check is here.
+Scalar = (Annotated[str, Field(max_length=10_000)] | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+          | Annotated[float, Field(allow_inf_nan=False)] | bool | None)
 
 
 class DeviceIn(_Strict):
@@ -72,7 +76,7 @@ class EventIn(_Strict):
     event_type: str
     ts: datetime = Field(description="ISO 8601 with an offset")
     item_id: str | None = Field(default=None, min_length=1, max_length=128)
-    properties: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=50)
+    properties: dict[str, Scalar] = Field(default_factory=dict, max_length=50)
 
     @field_validator("event_type")
     @classmethod
@@ -133,8 +137,13 @@ class TriggerOut(BaseModel):
     skipped: dict[str, int]
 
 
-class EraseIn(_Strict):
-    user_id: str = Id
+class EraseIn(BaseModel):
+    """Any stored id, byte for byte: ingested files may name users with spaces or accents, and stripping
+    " bob" would erase "bob" (the query is parametrised)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=512)
 
 
 class KeyIn(_Strict):

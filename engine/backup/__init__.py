@@ -64,6 +64,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _sql_path(path: Path) -> str:
+    """A file path as a SQL string literal (COPY and read_parquet take no parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def _tables(store: Store) -> list[str]:
     return [r[0] for r in store.execute(
         """SELECT table_name FROM information_schema.tables
@@ -123,12 +128,12 @@ def write_backup(store: Store, root: Path, keyring: Keyring, now: datetime, keep
     name = PREFIX + now.strftime("%Y%m%dT%H%M%S%fZ")
     tmp = root / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp.mkdir(mode=0o700)   # the manifest names tables, row counts and key fingerprints
     tables: dict[str, dict] = {}
     with store.transaction() as con:
         for table in _tables(store):
             plain = tmp / f"{table}.parquet"
-            con.execute(f"COPY (SELECT * FROM \"{table}\") TO '{plain}' (FORMAT parquet, COMPRESSION zstd)")
+            con.execute(f"COPY (SELECT * FROM \"{table}\") TO {_sql_path(plain)} (FORMAT parquet, COMPRESSION zstd)")
             target = tmp / f"{table}.parquet.sealed"
             kid = seal_file(plain, target, keyring, _label(table))
             plain.unlink()
@@ -197,13 +202,19 @@ def restore_backup(db_path: str | Path, folder: Path, keyring: Keyring, *, force
     """Verify ``folder``, then replace the database at ``db_path`` with its contents.
 
     The new database is built beside the old one and swapped in atomically; the old file is kept as
-    ``<name>.before-restore``. Refuses a database of another install unless ``force``.
+    ``<name>.before-restore``. Refuses a database of another install, or an unencrypted version 1
+    backup, unless ``force``.
 
     Raises:
         BackupError: the backup fails verification or belongs to another install.
         StoreBusyError: the database is open in another process (stop ``pushwise serve`` first).
     """
     manifest = verify_backup(folder, keyring)
+    if manifest.data.get("version") == 1 and not force:
+        # nothing in it needs our data key, and its install id is in every manifest in clear: anyone who
+        # can write to the backup folder can make one (with an admin key of their own in api_keys)
+        raise BackupError(f"{folder.name} is an unencrypted version 1 backup: its origin cannot be checked; "
+                          "pass --force if you know where it came from")
     db = Path(db_path)
     if db.exists():
         with Store(db) as current:
@@ -214,18 +225,42 @@ def restore_backup(db_path: str | Path, folder: Path, keyring: Keyring, *, force
     tmp = db.with_name(db.name + ".restoring")
     for p in (tmp, Path(str(tmp) + ".wal")):
         p.unlink(missing_ok=True)
-    with Store(tmp) as store, store.transaction() as con:
-        present = set(_tables(store))
-        for table, meta in manifest.data["tables"].items():
-            if table not in present:
-                raise BackupError(f"backup table {table} does not exist in this version's schema")
-            con.execute(f'DELETE FROM "{table}"')
-            with _readable(folder / meta["file"], tmp.parent, keyring, table) as parquet:
-                con.execute(f"""INSERT INTO "{table}" BY NAME SELECT * FROM read_parquet('{parquet}')""")
-        # the running service's own short-lived key was in the snapshot; its secret died with that process
-        con.execute("UPDATE api_keys SET revoked_at = now() WHERE label = 'service-local' AND revoked_at IS NULL")
+    try:
+        _fill_from(tmp, folder, manifest, keyring)
+    except BaseException:
+        for p in (tmp, Path(str(tmp) + ".wal")):
+            p.unlink(missing_ok=True)
+        raise
     if db.exists():
         os.replace(db, db.with_name(db.name + ".before-restore"))
     Path(str(db) + ".wal").unlink(missing_ok=True)
     os.replace(tmp, db)
     return manifest
+
+
+def _fill_from(tmp: Path, folder: Path, manifest: Manifest, keyring: Keyring) -> None:
+    """Load every table of the backup into a new database at ``tmp``, checking it is whole.
+
+    The manifest is not signed: a table dropped from it, or a file swapped in from another backup of
+    the same install (same key, same table), passes the checksums. So a backup made at this schema
+    must list every table, and each table must hold the rows the manifest counted.
+    """
+    tables = manifest.data["tables"]
+    with Store(tmp) as store, store.transaction() as con:
+        present = set(_tables(store))
+        current = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
+        unlisted = sorted(present - set(tables))
+        if unlisted and set(manifest.data.get("migrations", [])) >= current:
+            raise BackupError(f"partial backup: no file for table {unlisted[0]} in the manifest")
+        for table, meta in tables.items():
+            if table not in present:
+                raise BackupError(f"backup table {table} does not exist in this version's schema")
+            con.execute(f'DELETE FROM "{table}"')
+            with _readable(folder / meta["file"], tmp.parent, keyring, table) as parquet:
+                con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM read_parquet({_sql_path(parquet)})')
+            rows = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+            if "rows" in meta and rows != int(meta["rows"]):
+                raise BackupError(f"corrupted backup: {table} holds {rows} rows where the manifest says "
+                                  f"{int(meta['rows'])} (a file from another backup?)")
+        # the running service's own short-lived key was in the snapshot; its secret died with that process
+        con.execute("UPDATE api_keys SET revoked_at = now() WHERE label = 'service-local' AND revoked_at IS NULL")

@@ -115,6 +115,7 @@ class NonceCache:
         self._lock = threading.Lock()
         self._store = store
         self._since_prune = 0
+        self._dropped_until = 0.0   # a nonce dropped for room would have expired by then
 
     @classmethod
     def persistent(cls, store: Store, now: float, max_entries: int = 200_000) -> NonceCache:
@@ -127,18 +128,32 @@ class NonceCache:
         return cache
 
     def add(self, key_id: str, nonce: str, now: float) -> bool:
-        """Record a nonce; False when it was already seen (a replay)."""
+        """Record a nonce; False when it was already seen (a replay).
+
+        A full cache drops its oldest nonces even inside the window; until those would have expired, a
+        persistent cache also asks the store, so flooding it cannot free a nonce for a replay. (An
+        in-memory cache cannot: size it above the signed requests a window may hold.)
+        """
         with self._lock:
-            while self._seen and (next(iter(self._seen.values())) < now - 2 * MAX_SKEW_SECONDS
-                                  or len(self._seen) >= self._max):
+            window = now - 2 * MAX_SKEW_SECONDS
+            while self._seen and next(iter(self._seen.values())) < window:
                 self._seen.popitem(last=False)
+            while len(self._seen) >= self._max:
+                _, seen_at = self._seen.popitem(last=False)
+                self._dropped_until = max(self._dropped_until, seen_at + 2 * MAX_SKEW_SECONDS)
             k = f"{key_id}:{nonce}"
             if k in self._seen:
+                return False
+            if self._store is not None and now < self._dropped_until and self._stored(key_id, nonce, window):
                 return False
             self._seen[k] = now
             if self._store is not None:
                 self._persist(self._store, key_id, nonce, now)
             return True
+
+    def _stored(self, key_id: str, nonce: str, since: float) -> bool:
+        return bool(self._store.execute("""SELECT 1 FROM request_nonces WHERE key_id = ? AND nonce = ?
+                                           AND seen_at >= ? LIMIT 1""", [key_id, nonce, since]).fetchall())
 
     def _persist(self, store: Store, key_id: str, nonce: str, now: float) -> None:
         store.execute("INSERT INTO request_nonces VALUES (?, ?, ?)", [key_id, nonce, now])
@@ -155,7 +170,8 @@ def verify_signature(store: Store, keyring: Keyring, nonces: NonceCache, headers
                                                            "x-pushwise-nonce", "x-pushwise-signature"))
     if not (key_id and ts and nonce and sig):
         return None, "signed requests need X-Pushwise-Key, -Timestamp, -Nonce and -Signature headers"
-    if not ts.isdigit() or abs(now - int(ts)) > MAX_SKEW_SECONDS:
+    # isascii: '²' and other Unicode digits pass isdigit() but not int()
+    if not (ts.isascii() and ts.isdigit() and len(ts) <= 12) or abs(now - int(ts)) > MAX_SKEW_SECONDS:
         return None, f"X-Pushwise-Timestamp must be Unix seconds within {MAX_SKEW_SECONDS} s of the server clock"
     if not 8 <= len(nonce) <= 64:
         return None, "X-Pushwise-Nonce must be 8 to 64 characters"

@@ -1,7 +1,8 @@
 """Password login for the Streamlit dashboard, checked against a scrypt hash kept outside the code.
 
 Set ``PUSHWISE_DASHBOARD_PASSWORD_HASH`` to the output of ``pushwise keys dashboard-password`` (which
-reads the password from stdin). Without it the dashboard says, in its sidebar, that login is off.
+reads the password from stdin). Without it the dashboard says, in its sidebar, that login is off, and
+answers only visitors on this machine (Streamlit listens on every interface by default).
 
 Guessing is throttled: after ``PUSHWISE_DASHBOARD_MAX_FAILURES`` (5) wrong passwords from one client, that
 client is locked out for 30 s, doubling with each further failure up to 15 min; every client together gets
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import threading
@@ -103,6 +105,13 @@ def _throttle(st: Any, max_failures: int) -> LoginThrottle:
     return pushwise_login_throttle(max_failures)
 
 
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(env.get(name) or default)
@@ -123,8 +132,14 @@ def require_login(st: Any, env: Mapping[str, str] | None = None, throttle: Login
     """
     env = os.environ if env is None else env
     stored = env.get(HASH_ENV, "")
+    address = st.context.ip_address     # None from localhost, so from a reverse proxy on the same host too
     if not stored:
-        st.sidebar.caption(f"🔓 Login is not configured: anyone who reaches this page sees it. "
+        if isinstance(address, str) and address and not _loopback(address):
+            # Streamlit listens on every interface by default: without a password, stay on this machine
+            st.error(f"This dashboard shows personal data and login is not configured, so it answers only on "
+                     f"this machine. Set {HASH_ENV} (see `pushwise keys dashboard-password`).")
+            return False
+        st.sidebar.caption(f"🔓 Login is not configured: anyone who reaches this page on this machine sees it. "
                            f"Set {HASH_ENV} (see `pushwise keys dashboard-password`).")
         return True
     minutes = _positive(env, SESSION_MINUTES_ENV, 480.0)
@@ -135,7 +150,6 @@ def require_login(st: Any, env: Mapping[str, str] | None = None, throttle: Login
         del st.session_state["pushwise_logged_in_at"]
         st.warning(f"Your session expired after {minutes:g} minutes; log in again.")
     throttle = throttle or _throttle(st, int(_positive(env, MAX_FAILURES_ENV, 5)))
-    address = st.context.ip_address     # None from localhost, so from a reverse proxy on the same host too
     client = address if isinstance(address, str) and address else "local"
     with st.form("pushwise_login"):
         password = st.text_input("Password", type="password")

@@ -7,6 +7,7 @@ CLI then reads ``<db>.service.json`` (URL and a short-lived admin key, owner-onl
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,13 @@ def running_service(db_path: str | Path, ca: str | None = None) -> ServiceClient
     path = runtime_file(db_path)
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
+        st = path.stat()
     except (OSError, json.JSONDecodeError):
         raise StoreBusyError(f"{db_path} is locked by another process that is not `pushwise serve`; "
                              "wait for it to finish") from None
+    # this process sends vendor secrets and tokens to that URL: a file someone else could have written
+    # (another owner, or writable by group or others) might point it at their server
+    if st.st_mode & 0o022 or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+        raise ConfigError(f"{path} is owned by another user or writable by other users; not trusting it. "
+                          "Stop the service, remove the file and start the service again")
     return ServiceClient(info["url"], info["admin_key"], verify=trust(ca or info.get("cafile")))

@@ -308,7 +308,8 @@ def register(add) -> None:
 
     sp = add("restore", cmd_restore, "verify a backup and replace the database with it (service stopped)")
     sp.add_argument("dir", metavar="DIR", help="a backup folder, or a folder of backups (the newest is used)")
-    sp.add_argument("--force", action="store_true", help="replace a database of another install")
+    sp.add_argument("--force", action="store_true",
+                    help="replace a database of another install, or restore an unencrypted version 1 backup")
 
     sp = add("erase", cmd_erase, "erase a user's events, devices, decisions, sends and consent")
     sp.add_argument("user", metavar="USER")

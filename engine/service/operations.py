@@ -7,9 +7,11 @@ are encrypted with the data keyring before they reach the store and are never re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,19 +22,47 @@ from engine.errors import InputError
 from engine.security.crypto import Keyring
 from engine.store import Store
 
-__all__ = ["ERASE_TABLES", "VENDORS", "append_events", "check_token", "erase_user", "purge_events", "record_events",
-           "register_device", "remove_device", "rotate_data_key", "set_consent"]
+__all__ = ["ERASE_TABLES", "VENDORS", "append_events", "check_time_zone", "check_token", "erase_user", "purge_events",
+           "record_events", "register_device", "remove_device", "rotate_data_key", "set_consent", "usable_time_zones"]
 
 VENDORS: tuple[str, ...] = tuple(VendorsConfig.__dataclass_fields__)
 TOKEN_COLUMN = "devices.token"
 _APNS = re.compile(r"[0-9a-fA-F]{64}")
 _GENERIC = re.compile(r"[A-Za-z0-9_:.\-/+=]{8,4096}")
 #: Tables holding a user's personal data, erased by :func:`erase_user` (send_attempts via the sends).
-ERASE_TABLES = ("events", "devices", "decisions", "sends", "send_attempts", "consents", "users", "sim_device_truth")
+ERASE_TABLES = ("events", "devices", "decisions", "sends", "send_attempts", "consents", "users", "sim_device_truth",
+                "quarantine")
 
 
-def check_token(vendor: str, token: str) -> None:
+@functools.cache
+def _zones() -> frozenset[str]:
+    # "localtime" is this host's zone file, unknown to DuckDB's ICU (checked against every name, DuckDB 2.0);
+    # "posixrules", "right/…" and "posix/…" load in zoneinfo but are not in its list, nor known to ICU
+    return frozenset(zoneinfo.available_timezones()) - {"localtime"}
+
+
+def usable_time_zones() -> frozenset[str]:
+    """IANA zone names that both pandas and DuckDB accept."""
+    return _zones()
+
+
+def check_time_zone(value: str) -> str:
+    """``value`` when it is in :func:`usable_time_zones`.
+
+    Raises:
+        InputError: anything else (the message does not repeat the value).
+    """
+    if value not in _zones():
+        raise InputError("unknown time zone; use an IANA name such as Europe/London")
+    return value
+
+
+def check_token(vendor: str, token: str) -> str:
     """Reject an unknown vendor or a token that cannot be one of that vendor's (message names the rule).
+
+    Returns:
+        The token to store: as given, except a Web Push subscription, written the one way
+        `engine.push.webpush` writes it (so the same subscription in other spacing is the same device).
 
     Raises:
         InputError: with a message that never repeats the token.
@@ -41,10 +71,19 @@ def check_token(vendor: str, token: str) -> None:
         raise InputError(f"unknown vendor {vendor[:20]!r}; expected one of {', '.join(VENDORS)}")
     if vendor == "apns" and not _APNS.fullmatch(token):
         raise InputError("an APNs device token is 64 hexadecimal characters")
-    if vendor == "webpush" and not token.startswith("https://"):
-        raise InputError("a Web Push token is the subscription's https:// endpoint")
-    if vendor not in ("apns", "webpush") and not _GENERIC.fullmatch(token):
+    if vendor == "webpush":
+        # the channel sends to the subscription's endpoint with its keys: a bare URL cannot be sent to
+        from engine.push.webpush import parse_subscription, subscription_token
+
+        try:
+            sub = parse_subscription(token)
+        except ValueError:
+            raise InputError('a Web Push token is the subscription JSON: {"endpoint": "https://…", '
+                             '"keys": {"p256dh": "<base64url>", "auth": "<base64url>"}}') from None
+        return subscription_token(sub.endpoint, sub.p256dh, sub.auth)
+    if vendor != "apns" and not _GENERIC.fullmatch(token):
         raise InputError(f"a {vendor} token is 8 to 4096 characters of letters, digits and _:.-/+=")
+    return token
 
 
 @dataclass(frozen=True)
@@ -56,7 +95,8 @@ class DeviceResult:
 def register_device(store: Store, keyring: Keyring, *, user_id: str, vendor: str, token: str, now: datetime,
                     app_id: str = "default", time_zone: str = "UTC") -> DeviceResult:
     """Register a token, or refresh it (new owner, reactivated) when the same token is known already."""
-    check_token(vendor, token)
+    token = check_token(vendor, token)
+    check_time_zone(time_zone)
     token_hash = keyring.token_hash(vendor, token)
     device_id = "dev:" + token_hash[:24]
     with store.transaction() as con:
@@ -148,6 +188,12 @@ def erase_user(store: Store, user_id: str) -> dict[str, int]:
         for table in ("events", "devices", "decisions", "sends", "consents", "users"):
             counts[table] = len(con.execute(f"DELETE FROM {table} WHERE user_id = ? RETURNING user_id",
                                             [user_id]).fetchall())
+        # rejected rows of the canonical contract name the user as stored; other mappings keep the source's
+        # own columns and derive the id ('or:' || CustomerID, a hash for Open Bandit), so they are not
+        # matched here: that needs a per-mapping predicate in engine.ingest
+        counts["quarantine"] = len(con.execute(
+            """DELETE FROM quarantine WHERE trim(json_extract_string(raw, '$.user_id')) = ?
+               RETURNING row_number""", [user_id]).fetchall())
     return counts
 
 

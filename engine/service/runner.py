@@ -10,6 +10,7 @@ fighting it for the database; the key is revoked and the file removed at shutdow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -20,18 +21,22 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from engine.analytics.pseudonym import load_pseudonym_key
 from engine.api.app import ServiceContext, create_app
-from engine.clock import SystemClock
+from engine.clock import Clock, SystemClock
 from engine.config import Settings
 from engine.errors import ConfigError
 from engine.security.apikeys import NonceCache, create_key
 from engine.security.crypto import load_keyring
 from engine.store import Store
+
+if TYPE_CHECKING:
+    from engine.dispatch import Dispatcher
 
 __all__ = ["ServeOptions", "check_bind", "runtime_file", "serve"]
 
@@ -83,15 +88,63 @@ def check_bind(opts: ServeOptions) -> None:
 
 
 def _write_runtime(path: Path, url: str, admin_key: str, cafile: str | None) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write the file anew (never through a link or into a file left with wider permissions)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"url": url, "admin_key": admin_key, "pid": os.getpid(), "cafile": cafile}, fh)
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    # On a startup failure (port in use, …) uvicorn logs why and calls sys.exit, which a task would pass
+    # straight through the event loop as a traceback; the runner reports it instead.
+    with contextlib.suppress(SystemExit):
+        await server.serve()
+
+
+def _add_jobs(scheduler: AsyncIOScheduler, ctx: ServiceContext, opts: ServeOptions, dispatcher: Dispatcher | None,
+              clock: Clock, dispatch_seconds: float) -> None:
+    """Dispatch ticks, snapshot publishing, the daily backup and the retention purge.
+
+    Every job is a coroutine function: APScheduler's asyncio executor runs those on the event loop, but
+    plain functions on a worker thread, where they would use the store's one connection while a request
+    does (DuckDB refuses: "connection is busy"; inside a transaction, statements would interleave).
+    """
+    from engine.backup import write_backup
+    from engine.service.operations import purge_events
+
+    store = ctx.store
+
+    async def tick() -> None:
+        try:
+            await dispatcher.tick()
+        except Exception:  # keep serving: the next tick retries, the log says why
+            log.exception("dispatch tick failed")
+
+    async def snapshot() -> None:
+        store.publish_snapshot()
+
+    async def backup() -> None:
+        m = write_backup(store, ctx.backup_dir, ctx.keyring, clock.now(), keep=opts.backup_keep)
+        log.warning("backup written: %s", m.path)
+
+    async def retention() -> None:
+        purge_events(store, clock.now(), opts.retention_days)
+
+    if dispatcher is not None:
+        scheduler.add_job(tick, "interval", seconds=dispatch_seconds, max_instances=1, coalesce=True, id="dispatch")
+    scheduler.add_job(snapshot, "interval", seconds=opts.publish_every_seconds, id="snapshot", max_instances=1,
+                      coalesce=True)
+    if ctx.backup_dir is not None:
+        scheduler.add_job(backup, "cron", hour=opts.backup_hour_utc, minute=0, id="backup", timezone="UTC")
+    if opts.retention_days > 0:
+        scheduler.add_job(retention, "interval", hours=6, id="retention",
+                          next_run_time=clock.now() + timedelta(seconds=5))
 
 
 async def _run(settings: Settings, opts: ServeOptions, store: Store, stack: ExitStack) -> None:
     from engine.dispatch import Dispatcher
     from engine.push.registry import build_channels
-    from engine.service.operations import purge_events
 
     clock = SystemClock()
     keyring = load_keyring()
@@ -118,37 +171,18 @@ async def _run(settings: Settings, opts: ServeOptions, store: Store, stack: Exit
                             ssl_keyfile=opts.keyfile, log_level="warning",
                             access_log=False, lifespan="off")
     server = uvicorn.Server(config)
+    ctx.keyring_listeners.append(lambda k: setattr(dispatcher, "keyring", k))   # rotation while serving
     scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-
-    async def tick() -> None:
-        try:
-            await dispatcher.tick()
-        except Exception:  # keep serving: the next tick retries, the log says why
-            log.exception("dispatch tick failed")
-
-    def backup() -> None:
-        from engine.backup import write_backup
-
-        m = write_backup(store, ctx.backup_dir, ctx.keyring, clock.now(), keep=opts.backup_keep)
-        log.warning("backup written: %s", m.path)
-
-    if channels:
-        scheduler.add_job(tick, "interval", seconds=settings.dispatch_interval_seconds, max_instances=1,
-                          coalesce=True, id="dispatch")
-    scheduler.add_job(store.publish_snapshot, "interval", seconds=opts.publish_every_seconds, id="snapshot",
-                      max_instances=1, coalesce=True)
-    if ctx.backup_dir is not None:
-        scheduler.add_job(backup, "cron", hour=opts.backup_hour_utc, minute=0, id="backup", timezone="UTC")
-    if opts.retention_days > 0:
-        scheduler.add_job(lambda: purge_events(store, clock.now(), opts.retention_days), "interval",
-                          hours=6, id="retention", next_run_time=clock.now() + timedelta(seconds=5))
+    _add_jobs(scheduler, ctx, opts, dispatcher if channels else None, clock, settings.dispatch_interval_seconds)
     scheduler.start()
     runtime = runtime_file(store.path)
     try:
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(_serve(server))
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1] if server.started else opts.port
+        if not server.started:
+            raise ConfigError(f"the API could not listen on {opts.host}:{opts.port}; see the error above")
+        port = server.servers[0].sockets[0].getsockname()[1]
         host = "127.0.0.1" if opts.host in ("0.0.0.0", "localhost") else opts.host
         _write_runtime(runtime, f"{scheme}://{host}:{port}", admin_key,
                        str(Path(settings.service_ca).resolve()) if settings.service_ca and opts.certfile else None)

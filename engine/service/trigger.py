@@ -17,6 +17,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from engine.service.operations import usable_time_zones
 from engine.store import Store
 
 __all__ = ["MAX_AUDIENCE", "TriggerSpec", "plan_triggers", "send_status", "trigger_send"]
@@ -58,6 +59,9 @@ def _audience(store: Store, specs: Sequence[TriggerSpec]) -> pd.DataFrame:
                                   {"t": t, "c": list(spec.countries), "n": MAX_AUDIENCE}))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["t", "user_id", "time_zone"])
     frame["t"] = frame["t"].astype("int64")
+    # a zone DuckDB cannot read (stored before the API checked, or by another loader) would fail the
+    # whole batch of triggers: such a user is planned in UTC
+    frame["time_zone"] = frame["time_zone"].where(frame["time_zone"].isin(usable_time_zones()), "UTC")
     frame["cls"] = [specs[t].message_class for t in frame["t"]]
     frame["item"] = pd.Series([specs[t].item_id for t in frame["t"]], dtype="object")
     return frame

@@ -223,7 +223,7 @@ def test_erase_removes_every_row_about_the_user(service):
                 json={"name": "promo", "title": "t", "body": "b", "user_ids": ["u1"]})
     r = client.post("/v1/admin/erase", headers=auth(keys["admin"]), json={"user_id": "u1"})
     assert r.json()["deleted"] == {"send_attempts": 0, "events": 1, "devices": 1, "decisions": 1, "sends": 1,
-                                   "consents": 1, "users": 1}
+                                   "consents": 1, "users": 1, "quarantine": 0}
     for table in ("events", "devices", "decisions", "sends", "consents", "users"):
         assert ctx.store.execute(f"SELECT count(*) FROM {table} WHERE user_id = 'u1'").fetchall() == [(0,)]
 

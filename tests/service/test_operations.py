@@ -1,0 +1,26 @@
+"""Operations shared by the API and the CLI: erasure reaches every table that names the user."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from engine.service.operations import erase_user
+from engine.store import Store
+
+NOW = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+
+
+def test_erase_also_removes_the_users_rows_in_quarantine(tmp_path):
+    # a canonical row rejected at ingest (a bad type, a bad timestamp) still names the user
+    with Store(tmp_path / "q.duckdb") as store:
+        rows = [("canonical", "g.csv", 1, "bad type", {"user_id": "u1", "event_type": "teleport"}),
+                ("canonical", "g.csv", 2, "bad ts", {"user_id": " u1 ", "ts": "yesterday"}),
+                ("canonical", "g.csv", 3, "bad ts", {"user_id": "u2", "item_id": "u1", "ts": "later"}),
+                ("canonical", "g.csv", 4, "bad type", {"user_id": "u2", "event_type": "teleport"})]
+        for source, file, n, reason, raw in rows:
+            store.execute("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",
+                          [source, file, n, reason, json.dumps(raw), NOW])
+        assert erase_user(store, "u1")["quarantine"] == 2
+        left = store.execute("SELECT row_number FROM quarantine ORDER BY 1").fetchall()
+    assert left == [(3,), (4,)]   # another user's row that mentions u1 as an item stays
