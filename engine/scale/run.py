@@ -13,15 +13,13 @@ from distributed import Client
 
 from engine.clock import SystemClock
 from engine.config import Settings
-from engine.errors import ModelError
-from engine.recommend import CatalogRule, EpsilonGreedy, recommend
 from engine.scale.scoring import predict_on_cluster
 from engine.scale.train import train_click_dask
 from engine.schedule.campaign import Campaign
-from engine.schedule.planner import ItemChooser, PlanReport, plan_campaign
-from engine.schedule.policies import model_hour_ranker
+from engine.schedule.planner import PlanReport, plan_campaign
+from engine.schedule.policies import ModelItemChooser, model_hour_ranker
 from engine.store import Store
-from engine.training.artifacts import TrainedModel, load_model
+from engine.training.artifacts import TrainedModel
 from engine.training.base import TrainResult
 from engine.training.click import ClickConfig
 
@@ -42,22 +40,12 @@ class ClusterModel:
         return predict_on_cluster(self.client, self.model, frame)
 
 
-def cluster_item_chooser(models_dir: Path, client: Client, top_k: int = 10) -> ItemChooser:
-    """:func:`engine.schedule.policies.model_item_chooser` with the candidate scoring on ``client``'s cluster."""
+def cluster_item_chooser(models_dir: Path, client: Client, top_k: int = 10, **options: Any) -> ModelItemChooser:
+    """:func:`engine.schedule.policies.model_item_chooser` with the click model's scoring on ``client``'s cluster.
 
-    def choose(store: Store, user_ids: list[str], c: Campaign, as_of: datetime,
-               rng: np.random.Generator) -> pd.DataFrame:
-        try:
-            model = load_model(models_dir, "click", "champion")
-        except ModelError as exc:
-            raise ModelError(f"{exc}; run `pushwise train` first") from None
-        catalog = CatalogRule(item_ids=c.candidate_items or None,
-                              sources=(c.audience_source,) if c.audience_source and not c.candidate_items else None)
-        picks = recommend(store.con, ClusterModel(model, client), as_of, rng, user_ids,
-                          policy=EpsilonGreedy(epsilon=c.epsilon, top_k=top_k), catalog=catalog)
-        return picks.assign(model_version=f"click/{model.version}")
-
-    return choose
+    ``options`` go to :class:`~engine.schedule.policies.ModelItemChooser` (shortlist and batch sizes).
+    """
+    return ModelItemChooser(models_dir, top_k, scorer=lambda model: ClusterModel(model, client), **options)
 
 
 def train_on_dask(settings: Settings, address: str, as_of: datetime | None) -> TrainResult:

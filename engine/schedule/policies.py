@@ -1,21 +1,57 @@
-"""The planner's item and send-hour choices backed by the latest trained models."""
+"""The planner's item and send-hour choices backed by the latest trained models.
+
+Items are chosen in batches of users: candidates → click features → the click model's scores → the
+campaign's epsilon-greedy draw (logged propensity). For a large audience the click model scores
+only a shortlist (:mod:`engine.recommend.shortlist`): a linear first stage is fitted on a sample of
+users the model scores in full, and its recall is measured on a second sample for shortlist lengths
+from the policy's ``top_k`` up to ``shortlist_k``; the shortest that keeps ``min_recall`` of the
+model's own top items is used, and every other user's candidates beyond it are dropped before the
+model and the policy see them (no length reaches it: everyone is scored in full). So a logged
+propensity is always over the items the policy really drew from, and the policy column says so.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from engine.errors import ModelError
-from engine.recommend import CatalogRule, EpsilonGreedy, best_send_hours, recommend
+from engine.features.click import click_features
+from engine.features.item import item_neighbors
+from engine.recommend import CatalogRule, EpsilonGreedy, best_send_hours, choose, generate_candidates
+from engine.recommend.shortlist import (
+    FirstStage,
+    ShortlistRecall,
+    fit_first_stage,
+    log_odds,
+    shortlist_mask,
+    shortlist_recall,
+)
 from engine.schedule.campaign import Campaign
-from engine.schedule.planner import HourRanker, ItemChooser
+from engine.schedule.planner import HourRanker
 from engine.store import Store
 from engine.training.artifacts import TrainedModel, load_model
 
-__all__ = ["model_hour_ranker", "model_item_chooser"]
+__all__ = ["ModelItemChooser", "model_hour_ranker", "model_item_chooser"]
+
+log = logging.getLogger(__name__)
+
+#: Users per batch: about 50 candidate rows × ~40 columns each, so a batch holds a few hundred MB.
+BATCH_USERS = 50_000
+#: The longest shortlist tried; lengths go from the policy's top_k up to this in steps of 5.
+SHORTLIST_K = 30
+#: Share of the model's best item, and of its top_k, that a shortlist must keep (measured per plan).
+MIN_RECALL = 0.99
+#: Users scored in full to fit the first stage, and as many again to measure its recall.
+CALIBRATION_USERS = 2_000
 
 
 def _load(models_dir: Path, name: str) -> TrainedModel:
@@ -26,21 +62,149 @@ def _load(models_dir: Path, name: str) -> TrainedModel:
         raise ModelError(str(exc)) from None
 
 
-def model_item_chooser(models_dir: Path, top_k: int = 10) -> ItemChooser:
-    """One item per user from the latest ``click`` model, epsilon-greedy with the campaign's epsilon."""
+class ModelItemChooser:
+    """An :data:`~engine.schedule.planner.ItemChooser` over the champion ``click`` model.
 
-    def choose(store: Store, user_ids: list[str], c: Campaign, as_of: datetime,
-               rng: np.random.Generator) -> pd.DataFrame:
-        model = _load(models_dir, "click")
+    Args:
+        models_dir: where ``click/<version>/`` lives.
+        top_k: the epsilon-greedy policy draws among each user's ``top_k`` best-scored candidates.
+        shortlist_k: the most candidates per user the click model scores in a two-stage plan (users
+            with fewer are scored in full); None scores every candidate of every user.
+        min_recall: the recall (of the best item and of the top ``top_k``) a shortlist length must reach.
+        calibration_users: the sample size of the first stage's fit and of its recall measurement;
+            audiences under four times this are scored in full (they are cheap).
+        batch_users: users per batch.
+        scorer: wraps the loaded model in whatever computes its ``predict`` (e.g. a Dask cluster);
+            the model itself when None.
+
+    After a call, :attr:`recall` holds the measured recall of that plan's shortlist and :attr:`stage`
+    its first stage (both None when every candidate was scored), and :attr:`seconds` the wall and CPU
+    seconds of each step (``candidates``, ``features``, ``first_stage``, ``model``, ``policy``).
+    """
+
+    def __init__(self, models_dir: Path, top_k: int = 10, *, shortlist_k: int | None = SHORTLIST_K,
+                 min_recall: float = MIN_RECALL, calibration_users: int = CALIBRATION_USERS,
+                 batch_users: int = BATCH_USERS, scorer: Callable[[TrainedModel], Any] | None = None) -> None:
+        self.models_dir, self.top_k, self.shortlist_k = Path(models_dir), top_k, shortlist_k
+        self.min_recall = min_recall
+        self.calibration_users, self.batch_users, self.scorer = calibration_users, batch_users, scorer
+        self.recall: ShortlistRecall | None = None
+        self.stage: FirstStage | None = None
+        self.seconds: dict[str, list[float]] = {}
+
+    def __call__(self, store: Store, user_ids: list[str], c: Campaign, as_of: datetime,
+                 rng: np.random.Generator) -> pd.DataFrame:
+        model = _load(self.models_dir, "click")
+        scorer = self.scorer(model) if self.scorer else model
+        policy = EpsilonGreedy(epsilon=c.epsilon, top_k=self.top_k)
         catalog = CatalogRule(
             item_ids=c.candidate_items or None,
             sources=(c.audience_source,) if c.audience_source and not c.candidate_items else None,
         )
-        picks = recommend(store.con, model, as_of, rng, user_ids,
-                          policy=EpsilonGreedy(epsilon=c.epsilon, top_k=top_k), catalog=catalog)
-        return picks.assign(model_version=f"click/{model.version}")
+        users = np.array(sorted(set(user_ids)), dtype=object)
+        neighbors = item_neighbors(store.con, as_of)
+        data = model.card.get("config", {}).get("data", {})
+        caps = {name: int(data[name]) for name in ("n_own", "n_cooc", "n_popular") if name in data}
+        self.recall, self.stage, self.seconds = None, None, {}
+        timed = _StageClock(self.seconds)
 
-    return choose
+        def features(batch: np.ndarray) -> pd.DataFrame | None:
+            with timed("candidates"):
+                cands = generate_candidates(store.con, as_of, list(batch), catalog=catalog, neighbors=neighbors, **caps)
+            if cands.empty:
+                return None
+            with timed("features"):
+                return click_features(store.con, as_of, cands, neighbors=neighbors, label_is_push=True)
+
+        def score(frame: pd.DataFrame) -> pd.DataFrame:
+            with timed("model"):
+                return frame[["user_id", "item_id"]].assign(score=scorer.predict(frame))
+
+        def draw(scored: pd.DataFrame) -> pd.DataFrame:
+            with timed("policy"):
+                return choose(scored, policy, rng)
+
+        parts, rest = [], users
+        if self.shortlist_k is not None and len(users) >= 4 * self.calibration_users:
+            sample = np.zeros(len(users), dtype=bool)
+            sample[rng.choice(len(users), 2 * self.calibration_users, replace=False)] = True
+            rest = users[~sample]
+            frame = features(users[sample])
+            if frame is not None:
+                scored = score(frame)
+                with timed("first_stage"):
+                    self.stage = self._calibrate(frame, scored["score"].to_numpy(), model.features)
+                parts.append(draw(scored))  # the calibration users are decided on their full lists
+        for start in range(0, len(rest), self.batch_users):
+            frame = features(rest[start:start + self.batch_users])
+            if frame is None:
+                continue
+            if self.stage is not None:
+                with timed("first_stage"):
+                    frame = self._shortlist(frame, model.features)
+            picks = draw(score(frame))
+            if self.stage is not None:
+                picks["policy"] = f"{policy.name}|shortlist(k={self.recall.k})"
+            parts.append(picks)
+        if not parts:
+            return choose(pd.DataFrame({"user_id": [], "item_id": [], "score": []}), policy, rng).assign(
+                model_version=pd.Series(dtype="object"))
+        return pd.concat(parts, ignore_index=True).assign(model_version=f"click/{model.version}")
+
+    def _shortlist(self, frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+        """Each user's calibrated number of candidates the first stage ranks best (rows come grouped by user)."""
+        group = pd.factorize(frame["user_id"], sort=False)[0]
+        x = frame[features].to_numpy(dtype="float32", na_value=0.0)
+        return frame[shortlist_mask(group, self.stage.score(x), self.recall.k)]
+
+    def _calibrate(self, frame: pd.DataFrame, scores: np.ndarray, features: list[str]) -> FirstStage | None:
+        """Fit the first stage on half the sampled users' full scores, pick the shortlist length on the other half.
+
+        Sets :attr:`recall` to the chosen length's (or, when none reaches ``min_recall``, the longest's)
+        and returns the stage, or None to score everyone in full.
+        """
+        group = pd.factorize(frame["user_id"], sort=False)[0]
+        fit_rows = group % 2 == 0
+        x = frame[features].to_numpy(dtype="float64", na_value=0.0)
+        raw = log_odds(scores)
+        if fit_rows.sum() <= x.shape[1]:
+            return None
+        stage = fit_first_stage(x[fit_rows], raw[fit_rows])
+        test = ~fit_rows
+        prior = stage.score(x[test])
+        k_max = int(self.shortlist_k or 1)
+        for k in sorted({*range(min(self.top_k, k_max), k_max, 5), k_max}):
+            kept = shortlist_mask(group[test], prior, k)
+            self.recall = shortlist_recall(group[test], raw[test], kept, n=self.top_k, k=k)
+            if min(self.recall.top1, self.recall.top_n) >= self.min_recall:
+                break
+        reached = min(self.recall.top1, self.recall.top_n) >= self.min_recall
+        log.info("click shortlist k=%d: recall of the model's best item %.4f, of its top %d %.4f (%d users)%s",
+                 self.recall.k, self.recall.top1, self.top_k, self.recall.top_n, self.recall.users,
+                 "" if reached else f"; below {self.min_recall}, so every candidate is scored")
+        return stage if reached else None
+
+
+class _StageClock:
+    """Adds the wall and CPU seconds (all threads) of each ``with clock(name):`` block to ``seconds[name]``."""
+
+    def __init__(self, seconds: dict[str, list[float]]) -> None:
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            total = self.seconds.setdefault(name, [0.0, 0.0])
+            total[0] += time.perf_counter() - wall
+            total[1] += time.process_time() - cpu
+
+
+def model_item_chooser(models_dir: Path, top_k: int = 10) -> ModelItemChooser:
+    """One item per user from the champion ``click`` model, epsilon-greedy with the campaign's epsilon."""
+    return ModelItemChooser(models_dir, top_k)
 
 
 def model_hour_ranker(models_dir: Path, k: int = 3) -> HourRanker:

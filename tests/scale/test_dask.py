@@ -16,7 +16,7 @@ from engine.features.click import CLICK_FEATURES
 from engine.scale import export_store, parquet_connection, predict_on_cluster, train_click_dask
 from engine.scale.run import cluster_item_chooser
 from engine.schedule.campaign import parse_campaign
-from engine.schedule.policies import model_item_chooser
+from engine.schedule.policies import ModelItemChooser, model_item_chooser
 from engine.store import Store
 from engine.training.artifacts import load_model
 from engine.training.click import ClickConfig
@@ -84,6 +84,19 @@ def test_planning_with_cluster_scoring_picks_what_local_scoring_picks(shop, trai
     remote = cluster_item_chooser(models, client)(shop, users, campaign, AS_OF, np.random.default_rng(5))
     assert len(local) == 40
     pd.testing.assert_frame_equal(remote, local)
+
+
+def test_two_stage_planning_on_the_cluster_picks_and_measures_what_local_does(shop, trained, client):
+    models, _ = trained
+    campaign = parse_campaign({"name": "D", "templates": [{"title": "{item_name}", "body": "b"}]})
+    users = shop.df("SELECT DISTINCT user_id FROM events ORDER BY 1")["user_id"].tolist()
+    options = {"shortlist_k": 4, "min_recall": 0.0, "calibration_users": 5, "batch_users": 30}
+    local = ModelItemChooser(models, **options)
+    remote = cluster_item_chooser(models, client, **options)
+    picks = local(shop, users, campaign, AS_OF, np.random.default_rng(5))
+    pd.testing.assert_frame_equal(remote(shop, users, campaign, AS_OF, np.random.default_rng(5)), picks)
+    assert remote.recall == local.recall and local.recall.users == 5
+    assert picks["policy"].str.endswith("|shortlist(k=4)").sum() == len(users) - 10
 
 
 @pytest.mark.slow
