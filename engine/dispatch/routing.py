@@ -1,8 +1,9 @@
 """Routing: a send goes through its device's own vendor, or through the configured fallback vendor.
 
 The planner picks a device (the user's newest active one). At dispatch, a send whose vendor cannot
-carry it — no channel is enabled for that vendor, or the device has no token for it (a Huawei phone
-without HMS) — is moved to the same user's newest active device on ``settings.fallback[vendor]``
+carry it — no channel is enabled for that vendor, or the device has no live token for it (a Huawei
+phone without HMS, or whose HMS token was deactivated since planning) — is moved to the same user's
+newest active device on ``settings.fallback[vendor]``
 (for example ``huawei = "fcm"``). The send keeps its ``send_id`` (so its idempotency key), and the
 move is recorded in ``last_error`` as ``routed: huawei→fcm``. Sends with no fallback device stay
 where they are (and wait, or are cancelled at claim if their device is gone).
@@ -67,7 +68,8 @@ def reroute(store: Store, available: list[str], fallback: Mapping[str, str], now
                         JOIN devices alt ON alt.user_id = s.user_id AND alt.vendor = fb.via AND alt.active
                                         AND coalesce(alt.token, '') <> ''
                         WHERE s.state IN ('pending', 'retry')
-                          AND (s.vendor NOT IN (SELECT unnest($avail)) OR coalesce(d.token, '') = '')
+                          AND (s.vendor NOT IN (SELECT unnest($avail)) OR coalesce(d.token, '') = ''
+                               OR NOT coalesce(d.active, false))
                         QUALIFY row_number() OVER (PARTITION BY s.send_id
                                                    ORDER BY alt.registered_at DESC, alt.device_id) = 1)
                UPDATE sends SET vendor = target.via, device_id = target.alt_device, updated_at = $now,

@@ -172,7 +172,7 @@ class GoogleServiceAccountTokenProvider(CachedToken):
         clock: source of ``iat``/``exp`` and of cache expiry.
 
     Raises:
-        ConfigError: a required field is missing.
+        ConfigError: a required field is missing, or ``token_uri`` is not https.
         AuthError: the private key is not a usable RSA key.
     """
 
@@ -187,6 +187,8 @@ class GoogleServiceAccountTokenProvider(CachedToken):
         self.client_email: str = service_account_info["client_email"]
         self.key_id: str = service_account_info["private_key_id"]
         self.token_uri: str = service_account_info["token_uri"]
+        if not self.token_uri.lower().startswith("https://"):
+            raise ConfigError("service account token_uri must be an https:// URL")
         self._key = _load_private_key(service_account_info["private_key"], rsa.RSAPrivateKey, "service account")
         super().__init__(clock)
         self._http = http

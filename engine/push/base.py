@@ -331,7 +331,7 @@ class BatchChannel(PushChannel):
     async def send(self, messages: Sequence[PushMessage]) -> list[Receipt]:
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, msg in enumerate(messages):
-            groups.setdefault(content_key(msg), []).append(i)
+            groups.setdefault(self.batch_key(msg), []).append(i)
         chunks = [idx[s:s + self.cap] for idx in groups.values() for s in range(0, len(idx), self.cap)]
         answers = await asyncio.gather(*(self._bounded([messages[i] for i in c]) for c in chunks))
         out: list[Receipt | None] = [None] * len(messages)
@@ -343,6 +343,12 @@ class BatchChannel(PushChannel):
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def batch_key(self, msg: PushMessage) -> tuple[Any, ...]:
+        """Messages with equal keys may share a request: by default those with equal `content_key`
+        (the vendor sends one content to a token list). A vendor whose batch request carries a
+        message per token (OPPO ``unicast_batch``) overrides this to batch different contents."""
+        return content_key(msg)
 
     async def _bounded(self, batch: list[PushMessage]) -> list[Receipt]:
         async with self._slots:

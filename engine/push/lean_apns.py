@@ -22,7 +22,7 @@ from engine.domain import PushMessage, Receipt
 from engine.errors import ConfigError, PushError
 from engine.push.apns import REFRESH_REASONS, build_request, parse_response
 from engine.push.auth import ApnsTokenProvider
-from engine.push.base import PushChannel, credential_failure, tls_context
+from engine.push.base import PushChannel, credential_failure, mask_wire_logs, tls_context
 from engine.push.h2pool import H2Pool, exchange_receipts
 
 __all__ = ["LeanApnsChannel"]
@@ -54,6 +54,7 @@ class LeanApnsChannel(PushChannel):
         self._clock = clock
         self._pool = H2Pool(config.base_url, tls_context(config.ca_file), connections=connections,
                             concurrency=config.concurrency, timeout=timeout)
+        mask_wire_logs()   # h2/hpack DEBUG records hold the :path (device token) and the bearer JWT
 
     async def send(self, messages: Sequence[PushMessage]) -> list[Receipt]:
         receipts, token = await self._attempt(messages)

@@ -235,6 +235,11 @@ class OppoChannel(BatchChannel):
             return [transport_receipt(m.send_id, exc) for m in batch], credential
         return self._parse(response.status_code, response.headers, response.content, batch, now), credential
 
+    def batch_key(self, msg: PushMessage) -> tuple[Any, ...]:
+        """Every ``unicast_batch`` item carries its own notification (and the send id in its
+        ``action_parameters`` and ``app_message_id``), so sends with different contents share requests."""
+        return (msg.app_id,)
+
     async def _credential(self) -> str:
         return await self.tokens.token()
 

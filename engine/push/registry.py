@@ -93,8 +93,16 @@ def _build(vendors: VendorsConfig, clock: Clock, transports: Mapping[str, httpx.
         section = getattr(vendors, name)
         if not section.enabled:
             continue
-        problems = section.problems()
+        problems = section.problems() + _plain_http(name, section)
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
         channels[name] = channel_class(name)(section, clock, transport=transports.get(name))
     return channels
+
+
+def _plain_http(name: str, section: object) -> list[str]:
+    """Vendor calls always go over verified TLS: a configured vendor or token URL must be https."""
+    return [f"vendors.{name}.{field} must be an https:// URL, not {value.split(':', 1)[0]}:"
+            for field in ("base_url", "auth_url")
+            if isinstance(value := getattr(section, field, ""), str) and value
+            and not value.lower().startswith("https://")]

@@ -1,5 +1,6 @@
-"""VENDORS.md §13 failure reports for APNs, FCM and the dispatcher, each replayed through the outbox
-against the loopback sandboxes (real TLS, real HTTP/2, real DuckDB)."""
+"""VENDORS.md §13 failure reports, each replayed through the outbox against the loopback sandboxes
+(real TLS, real HTTP/2 or HTTP/1.1, real DuckDB). Test names start with the report's number; #18
+(Web Push aes128gcm) lives in tests/push/test_webpush.py, where http_ece and the sandbox check bodies."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
+import engine.push.sandbox as sandbox_pkg
 from engine.clock import FixedClock
 from engine.config import Settings
 from engine.dispatch import Dispatcher, RetryPolicy
+from engine.dispatch.outbox import claim_due, record_receipts
+from engine.domain import Outcome, PushMessage
 from engine.push.lean_apns import LeanApnsChannel
-from engine.push.registry import build_channels
-from engine.push.sandbox import Fault, new_apns_token, new_fcm_token, start_sandboxes
+from engine.push.registry import CHANNELS, build_channels, channel_class
+from engine.push.sandbox import Fault, start_sandboxes
+from engine.push.sandbox.server import Request
 
 T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
 POLICY = RetryPolicy(max_attempts=5, base_seconds=1, cap_seconds=30, max_total_seconds=600)
@@ -40,7 +46,7 @@ class World:
         rows = []
         for _ in range(count):
             self.n += 1
-            tok = token or (new_apns_token(self.rng) if vendor == "apns" else new_fcm_token(self.rng))
+            tok = token or self.mint(vendor)
             rows.append((f"u{self.n}", f"d{self.n}", tok, str(uuid.UUID(int=self.rng.getrandbits(128), version=4))))
         f = pd.DataFrame(rows, columns=["u", "d", "tok", "sid"]).assign(
             vendor=vendor, data=json.dumps(data or {}), t0=T0, reg=registered_at or T0 - timedelta(days=30))
@@ -57,6 +63,25 @@ class World:
                FROM pw_new""")
         con.unregister("pw_new")
         return [(r[3], r[2]) for r in rows]
+
+    def mint(self, vendor: str) -> str:
+        """A fresh, valid token for ``vendor``'s sandbox (a subscription JSON for Web Push)."""
+        if vendor == "webpush":
+            return self.boxes.webpush.new_token(self.rng)
+        return getattr(sandbox_pkg, f"new_{vendor}_token")(self.rng)  # type: ignore[no-any-return]
+
+    def count_push_requests(self, vendor: str) -> list[int]:
+        """Wrap ``vendor``'s server so that push requests (not token grants) are counted; returns the counter."""
+        server, handler, seen = self.boxes.server(vendor), self.boxes.vendor(vendor), [0]
+        inner = server.handler
+
+        def counting(request: Request):
+            if handler._target(request) == "send":
+                seen[0] += 1
+            return inner(request)
+
+        server.handler = counting
+        return seen
 
     async def _drain(self, batch_size: int, max_ticks: int, lean_apns: bool) -> Dispatcher:
         channels = build_channels(self.settings, self.clock)
@@ -187,11 +212,124 @@ def test_17_a_410_older_than_the_registration_keeps_the_device_and_errors_need_n
     """aioapns #46 / #19: the 410 timestamp is honoured; an error without apns-id is matched by stream."""
     (old_sid, old_tok), = world.add("apns", registered_at=T0 - timedelta(hours=1))
     world.boxes.unregister("apns", old_tok, T0 - timedelta(days=2))    # invalid before it re-registered
-    (err_sid, _), = world.add("apns")
-    world.boxes.inject("apns", Fault.error(400, "BadTopic"))            # injected errors carry no apns-id
+    (new_sid, new_tok), = world.add("apns", registered_at=T0 - timedelta(days=30))
+    world.boxes.unregister("apns", new_tok, T0 - timedelta(days=2))    # invalid after it registered
     world.drain()
     states = world.states()
-    assert states[old_sid][0] == "invalid_token"
-    assert world.store.scalar("SELECT active FROM devices WHERE token = ?", [old_tok]) is True
-    assert {states[old_sid][0], states[err_sid][0]} <= {"invalid_token", "retry", "delivered", "failed"}
-    assert world.store.scalar("SELECT count(*) FROM send_attempts WHERE reason = 'BadTopic'") == 1
+    assert states[old_sid][0] == states[new_sid][0] == "invalid_token"
+    active = dict(world.store.execute("SELECT s.send_id, d.active FROM sends s JOIN devices d USING (device_id) "
+                                      "WHERE s.send_id IN (?, ?)", [old_sid, new_sid]).fetchall())
+    assert active == {old_sid: True, new_sid: False}
+
+    live = world.add("apns", 4)
+    world.boxes.inject("apns", Fault.error(500, "InternalServerError"))   # injected errors carry no apns-id
+    world.drain()
+    # exactly one stream got the 500 (whichever it was): that send alone was tried twice, and every
+    # live send was accepted once, so the id-less answer was matched to its own stream
+    errored = world.store.execute("SELECT send_id FROM send_attempts WHERE reason = 'InternalServerError'").fetchall()
+    assert len(errored) == 1
+    states = world.states()
+    assert {sid: states[sid][:2] for sid, _ in live} == {
+        sid: ("delivered", 2 if sid == errored[0][0] else 1) for sid, _ in live}
+    assert max(world.accepted_ids("apns").values()) == 1
+    assert set(world.accepted_ids("apns")) == {sid for sid, _ in live}
+
+
+def test_7_19_a_huawei_partial_success_deactivates_exactly_the_listed_device(world):
+    """gorush #663 / #615 / #698 and a production server's source (#19): a request to three tokens is
+    answered 80100000 with one illegal token (v1 ``illegal_tokens`` and v3 ``illegalTokens`` shapes);
+    exactly that device is deactivated, the other two are delivered, and the notification the
+    sandbox kept carries ``android.notification.click_action``.
+
+    The dispatcher puts each send's id in its data, so it never shares a Huawei request between
+    sends (decision 011); a campaign whose sends share their content is what gets here, so the
+    messages are built from the claimed rows without it and the receipts go through the outbox.
+    """
+    for shape in ("v1", "v3"):
+        world.boxes.huawei.partial_shape = shape
+        sends = world.add("huawei", 3)
+        world.boxes.unregister("huawei", sends[1][1], T0 - timedelta(days=1))
+        requests = world.count_push_requests("huawei")
+        claimed = claim_due(world.store, world.clock.now(), 10, vendors=["huawei"])
+        messages = [PushMessage(send_id=r.send_id, vendor="huawei", token=r.token, title=r.title, body=r.body,
+                                app_id=r.app_id, message_class=r.message_class) for r in claimed.itertuples()]
+        channels = build_channels(world.settings, world.clock)
+
+        async def go(msgs=messages, chans=channels):
+            try:
+                return await chans["huawei"].send(msgs)
+            finally:
+                for ch in chans.values():
+                    await ch.aclose()
+
+        receipts = asyncio.run(go())
+        record_receipts(world.store, claimed, receipts, world.clock.now(), POLICY, np.random.default_rng(1))
+        assert requests == [1], shape                                     # one request for the three
+        states = world.states()
+        assert [states[sid][0] for sid, _ in sends] == ["delivered", "invalid_token", "delivered"], shape
+        dead = world.store.execute("SELECT s.send_id FROM sends s JOIN devices d USING (device_id) "
+                                   "WHERE NOT d.active AND s.send_id IN (SELECT unnest(?))",
+                                   [[sid for sid, _ in sends]]).fetchall()
+        assert dead == [(sends[1][0],)], shape
+        kept = [a for a in world.boxes.accepted("huawei") if a.token in {sends[0][1], sends[2][1]}]
+        assert len(kept) == 2 and all(a.payload["android"]["notification"]["click_action"] == {"type": 3}
+                                      for a in kept)
+    assert world.boxes.stats()["huawei"]["partial"] == 2
+
+
+def _cap(vendor: str) -> int:
+    """Tokens one push request carries for ``vendor`` (1 for the one-message-per-request vendors)."""
+    return int(getattr(channel_class(vendor), "cap", 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vendor", sorted(CHANNELS))
+def test_8_13_a_1200_token_campaign_is_chunked_to_the_cap_with_one_result_per_token(world, vendor):
+    """gorush #808 / PyFCM #66 #142: one content to 1,200 tokens of each vendor, every 97th token dead;
+    requests are chunked to the vendor's cap (FCM, APNs, Web Push one per request; Huawei, Honor,
+    Xiaomi, OPPO, Meizu 1000; vivo 1000 per ``pushToList``, each after a ``saveListPayload``) and
+    the answer has exactly one result per token, the dead ones invalid."""
+    tokens = [world.mint(vendor) for _ in range(1200)]
+    dead = set(tokens[::97])
+    for tok in dead:
+        world.boxes.unregister(vendor, tok, T0 - timedelta(days=1))
+    messages = [PushMessage(send_id=str(uuid.UUID(int=world.rng.getrandbits(128), version=4)), vendor=vendor,
+                            token=tok, title="Hello", body="World", message_class="transactional")
+                for tok in tokens]
+    requests = world.count_push_requests(vendor)
+    channels = build_channels(world.settings, world.clock)
+
+    async def go():
+        try:
+            return await channels[vendor].send(messages)
+        finally:
+            for ch in channels.values():
+                await ch.aclose()
+
+    receipts = asyncio.run(go())
+    chunks = -(-1200 // _cap(vendor))
+    assert requests == [2 * chunks if vendor == "vivo" else chunks]
+    assert [r.send_id for r in receipts] == [m.send_id for m in messages]
+    assert [r.outcome for r in receipts] == [Outcome.INVALID_TOKEN if t in dead else Outcome.DELIVERED
+                                             for t in tokens]
+    assert sorted(a.token for a in world.boxes.accepted(vendor)) == sorted(set(tokens) - dead)
+
+
+def test_8_19_oppo_batches_sends_of_different_content_and_one_dead_token_costs_one_device(world):
+    """OPPO's ``unicast_batch`` carries a notification per token, so the dispatcher's sends, each
+    with its own id in its data, still go 1,000 to a request; one dead token among them deactivates
+    exactly its device (the others are delivered with their own ``app_message_id``)."""
+    sends = world.add("oppo", 1200)
+    dead_sid, dead_tok = sends[500]
+    world.boxes.unregister("oppo", dead_tok, T0 - timedelta(days=1))
+    requests = world.count_push_requests("oppo")
+    world.drain(batch_size=1500)
+    assert requests == [2]
+    states = world.states()
+    assert {sid: s[0] for sid, s in states.items()} == {
+        sid: ("invalid_token" if sid == dead_sid else "delivered") for sid, _ in sends}
+    assert world.store.execute("SELECT s.send_id FROM sends s JOIN devices d USING (device_id) "
+                               "WHERE NOT d.active").fetchall() == [(dead_sid,)]
+    accepted = world.boxes.accepted("oppo")
+    assert sorted(a.payload["notification"]["app_message_id"] for a in accepted) == sorted(
+        sid for sid, _ in sends if sid != dead_sid)

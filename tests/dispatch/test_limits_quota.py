@@ -165,6 +165,26 @@ def test_a_send_its_vendor_cannot_carry_goes_through_the_fallback_device(store):
     assert choose_route(devices, "huawei", {}, {"huawei", "fcm"}) is None
 
 
+def test_a_send_to_a_deactivated_device_goes_through_the_fallback_like_choose_route_says(store):
+    """A Huawei device whose HMS token died after planning (deactivated) is a phone without an HMS
+    token: the send takes the fallback route the planner's `choose_route` would pick, not cancelled."""
+    from engine.dispatch.routing import choose_route, reroute
+
+    store.execute("INSERT INTO users VALUES ('u1', 'DE', 'Europe/Berlin', 't', NULL, NULL)")
+    store.execute("INSERT INTO devices (device_id, user_id, vendor, app_id, token, active, registered_at) VALUES "
+                  "('hw', 'u1', 'huawei', 'app', 'htok', false, ?), ('gms', 'u1', 'fcm', 'app', 'ftok', true, ?)",
+                  [T0, T0 - timedelta(days=1)])
+    store.execute(
+        """INSERT INTO sends (send_id, decision_id, campaign_id, user_id, device_id, vendor, message_class,
+                              title, body, data, due_at, state, next_attempt_at, updated_at)
+           VALUES ('s0', 'd0', 'c', 'u1', 'hw', 'huawei', 'marketing', 't', 'b', '{}', ?, 'pending', ?, ?)""",
+        [T0, T0, T0])
+    devices = store.df("SELECT device_id, vendor, token, active, registered_at FROM devices")
+    assert choose_route(devices, "huawei", {"huawei": "fcm"}, {"huawei", "fcm"}) == "gms"
+    assert reroute(store, ["huawei", "fcm"], {"huawei": "fcm"}, T0) == 1
+    assert store.execute("SELECT vendor, device_id, state FROM sends").fetchone() == ("fcm", "gms", "pending")
+
+
 def test_rate_limits_come_from_each_vendor_section():
     from engine.config import VendorsConfig
 

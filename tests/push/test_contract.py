@@ -47,14 +47,18 @@ def _message(vendor: str, token: str, rng: random.Random) -> PushMessage:
                        title="Back in stock", body="The teapot you viewed is back", message_class="transactional")
 
 
-def _send(boxes: Sandboxes, vendor: str, messages: list[PushMessage]) -> list[Receipt]:
+def _send(boxes: Sandboxes, vendor: str, messages: list[PushMessage], **options: float) -> list[Receipt]:
     settings = Settings()
     settings.vendors = boxes.vendor_settings()
 
     async def go() -> list[Receipt]:
-        async with channel_class(vendor)(getattr(settings.vendors, vendor), SystemClock()) as channel:
+        async with channel_class(vendor)(getattr(settings.vendors, vendor), SystemClock(), **options) as channel:
             return await channel.send(messages)
     return run(go())
+
+
+#: The reason each vendor gives its 429 (the others' sandboxes answer a bare 429 in their own shape).
+THROTTLE_REASON = {"apns": "TooManyRequests", "fcm": "QUOTA_EXCEEDED"}
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
@@ -91,6 +95,18 @@ def test_channel_contract(vendor: str, boxes: Sandboxes, caplog: pytest.LogCaptu
     boxes.inject(vendor, Fault.reset())
     (receipt,) = _send(boxes, vendor, [message()])
     assert receipt.outcome is Outcome.TRANSIENT, receipt
+
+    # 3c. a 429 whose Retry-After is an HTTP-date is rate limited, and the date becomes seconds
+    boxes.inject(vendor, Fault.error(429, THROTTLE_REASON.get(vendor, ""),
+                                     retry_after=datetime.now(UTC) + timedelta(seconds=120)))
+    (receipt,) = _send(boxes, vendor, [message()])
+    assert receipt.outcome in (Outcome.RATE_LIMITED, Outcome.TRANSIENT), receipt   # Xiaomi: 10001 system error
+    assert receipt.retry_after is not None and 110 <= receipt.retry_after <= 121, receipt
+
+    # 3d. an answer slower than the channel's timeout is transient (the send is tried again later)
+    boxes.inject(vendor, Fault.slow(1.5))
+    (receipt,) = _send(boxes, vendor, [message()], timeout=0.3)
+    assert receipt.outcome is Outcome.TRANSIENT and (receipt.reason or "").startswith("transport:"), receipt
 
     # 4. a mixed batch: exactly one receipt per message, in order; only the dead token is invalid
     batch = [message() for _ in range(5)]
@@ -155,3 +171,22 @@ def test_repeat_after_a_lost_answer_carries_the_same_key(vendor: str, boxes: San
     (receipt,) = _send(boxes, vendor, [other])
     assert receipt.outcome is Outcome.DELIVERED, receipt
     assert [a.key for a in boxes.accepted(vendor) if a.token == token][-1] == _expected_key(vendor, other.send_id)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_every_channel_masks_the_wire_loggers_by_itself(vendor: str, boxes: Sandboxes) -> None:
+    """h2/hpack/httpx DEBUG records hold the APNs :path (a device token) and bearer tokens: whichever
+    channel is built first (APNs alone, say) must install the mask, not rely on another channel."""
+    from engine.push.base import _MASK, _WIRE_LOGGERS
+
+    for name in _WIRE_LOGGERS:
+        logging.getLogger(name).removeFilter(_MASK)
+    settings = Settings()
+    settings.vendors = boxes.vendor_settings()
+
+    async def build() -> None:
+        async with channel_class(vendor)(getattr(settings.vendors, vendor), SystemClock()):
+            pass
+
+    run(build())
+    assert [name for name in _WIRE_LOGGERS if _MASK not in logging.getLogger(name).filters] == []

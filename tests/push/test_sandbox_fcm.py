@@ -179,3 +179,31 @@ def test_faults_target_sends_or_the_token_endpoint(box):
     box.inject(Fault.error(401, "ACCESS_TOKEN_EXPIRED"))
     response, _ = send(box)
     assert parse_response(401, {}, response.body, "s1").reason == "ACCESS_TOKEN_EXPIRED"
+
+
+def test_a_device_gets_240_messages_a_minute_then_quota_exceeded_until_the_next_minute(box, fixed):
+    fixed.advance(timedelta(seconds=60 - T0.second % 60 + 15))        # 15 s into a minute
+    box.access_token_ttl = 3600
+    bearer = grant(box, iat=int(fixed.now().timestamp()))[1]["access_token"]
+    answers = [send(box, bearer=bearer)[0].status for _ in range(241)]
+    assert answers == [200] * 240 + [429]
+    response, body = send(box, bearer=bearer)
+    assert (response.status, body["error"]["status"], body["error"]["details"][0]["errorCode"]) == (
+        429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED")
+    receipt = parse_response(429, dict(response.headers), response.body, "s1", fixed.now())
+    assert (receipt.outcome, receipt.retry_after) == (Outcome.RATE_LIMITED, 45.0)   # to the minute's end
+    other = new_fcm_token(random.Random(5))
+    assert send(box, {"token": other}, bearer=bearer)[0].status == 200             # another device is fine
+    fixed.advance(timedelta(seconds=45))
+    assert send(box, bearer=bearer)[0].status == 200
+
+
+def test_the_project_quota_counts_client_errors_but_not_its_own_429s(box, fixed):
+    box.project_per_minute, box.device_per_minute, box.access_token_ttl = 3, None, 3600
+    fixed.advance(timedelta(seconds=60 - T0.second % 60))
+    bearer = grant(box, iat=int(fixed.now().timestamp()))[1]["access_token"]
+    assert send(box, {"token": DEVICE, "data": {"n": 3}}, bearer=bearer)[0].status == 400   # counts
+    assert [send(box, bearer=bearer)[0].status for _ in range(4)] == [200, 200, 429, 429]
+    fixed.advance(timedelta(minutes=1))
+    assert send(box, bearer=bearer)[0].status == 200
+    assert box.stats()["rejected:QUOTA_EXCEEDED"] == 2

@@ -19,7 +19,8 @@ import json
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -83,6 +84,11 @@ class FcmSandbox(VendorSandbox):
     Args:
         clock: sandbox time (assertion validity, access-token expiry, acceptance times).
         access_token_ttl: ``expires_in`` of issued access tokens, seconds (short to test refresh).
+        project_per_minute: send requests per project per minute (FCM's default 600,000; None =
+            unlimited). Beyond it: 429 RESOURCE_EXHAUSTED / QUOTA_EXCEEDED with ``Retry-After`` to the
+            end of the minute. Every authenticated send counts, client errors included; 429s do not.
+        device_per_minute: messages per device token per minute (FCM: 240 for Android; None = unlimited),
+            answered the same way.
 
     Attributes:
         token_uri: this sandbox's token endpoint URL (set when the server starts); assertions must
@@ -100,9 +106,14 @@ class FcmSandbox(VendorSandbox):
         return key_of(tag=note.get("tag"), collapse_key=android.get("collapse_key"),
                       apns_collapse_id=apns.get("apns-collapse-id"))
 
-    def __init__(self, clock: Clock | None = None, *, access_token_ttl: int = 3599) -> None:
+    def __init__(self, clock: Clock | None = None, *, access_token_ttl: int = 3599,
+                 project_per_minute: int | None = 600_000, device_per_minute: int | None = 240) -> None:
         super().__init__(clock)
         self.access_token_ttl = access_token_ttl
+        self.project_per_minute, self.device_per_minute = project_per_minute, device_per_minute
+        self._minute = -1                       # the sandbox-clock minute the counters below belong to
+        self._project_used: Counter[str] = Counter()
+        self._device_used: Counter[str] = Counter()
         self.token_uri = ""
         self.known_tokens: set[str] | None = None
         self._accounts: dict[str, _Account] = {}
@@ -212,8 +223,13 @@ class FcmSandbox(VendorSandbox):
         try:
             body = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
-            return self._reject(google_error(400, "Invalid JSON payload received."), "INVALID_ARGUMENT")
+            body = None
         message = body.get("message") if isinstance(body, dict) else None
+        throttled = self._throttle(project, message.get("token") if isinstance(message, dict) else None)
+        if throttled is not None:
+            return throttled
+        if body is None:
+            return self._reject(google_error(400, "Invalid JSON payload received."), "INVALID_ARGUMENT")
         if not isinstance(message, dict):
             return self._reject(_fcm_error(400, "Request contains an invalid argument.", "INVALID_ARGUMENT",
                                            "message"), "INVALID_ARGUMENT")
@@ -235,6 +251,29 @@ class FcmSandbox(VendorSandbox):
     def _reject(self, response: Response, reason: str) -> Response:
         self.count(f"rejected:{reason}")
         return response
+
+    def _throttle(self, project: str, device: object) -> Response | None:
+        """429 QUOTA_EXCEEDED when the project's or the device's messages this minute are used up."""
+        now = self.clock.now()
+        minute = int(now.timestamp()) // 60
+        with self._lock:
+            if minute != self._minute:
+                self._minute = minute
+                self._project_used.clear()
+                self._device_used.clear()
+            over = self.project_per_minute is not None and self._project_used[project] >= self.project_per_minute
+            if not over and isinstance(device, str) and self.device_per_minute is not None:
+                over = self._device_used[device] >= self.device_per_minute
+                if not over:
+                    self._device_used[device] += 1
+            if not over:
+                self._project_used[project] += 1
+        if not over:
+            return None
+        wait = str(max(1, 60 * (minute + 1) - int(now.timestamp())))
+        response = self._reject(_fcm_error(429, "Quota exceeded for quota metric 'Send requests'.",
+                                           "QUOTA_EXCEEDED"), "QUOTA_EXCEEDED")
+        return replace(response, headers=(*response.headers, ("retry-after", wait)))
 
 
 def _check_message(message: dict[str, Any]) -> tuple[str, str] | None:

@@ -30,6 +30,8 @@ import h2.settings
 import h11
 import hpack
 
+from engine.push.base import mask_wire_logs
+
 __all__ = ["ConnectionInfo", "Handler", "Request", "Response", "SandboxServer"]
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,7 @@ class SandboxServer:
         #: may have been stored by the vendor without the client reading the answer.
         self.reset_connections: set[int] = set()
         self._server: asyncio.Server | None = None
+        mask_wire_logs()   # the sandbox's h2/hpack DEBUG records hold device tokens and bearer tokens too
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen and return the bound port."""
