@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(func=func)
         sp.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        # also after the command (`pushwise serve --db X`); SUPPRESS keeps the global one when absent here
+        sp.add_argument("--db", default=argparse.SUPPRESS, help="DuckDB file (as the global --db)")
         return sp
 
     sp = add("ingest", cmd_ingest, "load behaviour files into the events table (bad rows are quarantined)")

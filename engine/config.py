@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from engine.errors import ConfigError
 
@@ -158,13 +160,37 @@ class MeizuConfig(_CredentialVendor):
     REQUIRED: ClassVar[tuple[str, ...]] = ("app_id", "app_secret")
 
 
+#: The browsers' push services; a subscription whose endpoint is elsewhere is refused when registered.
+WEBPUSH_HOSTS = "fcm.googleapis.com,updates.push.services.mozilla.com,*.notify.windows.com,web.push.apple.com"
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_HOST_PATTERN = re.compile(r"(\*\.)?([a-z0-9-]+\.)+[a-z0-9-]+|[0-9.]+")
+
+
 @dataclass
 class WebPushConfig(_CredentialVendor):
-    """Web Push (RFC 8030/8291/8292): VAPID key pair; endpoints come with each subscription."""
+    """Web Push (RFC 8030/8291/8292): VAPID key pair; endpoints come with each subscription.
+
+    A subscription's endpoint is any URL the browser gave, so without ``allowed_hosts`` whoever holds an
+    ingest key could make the dispatcher POST anywhere (server-side request forgery).
+    """
 
     vapid_private_key_file: str = ""   # PEM, P-256
     vapid_subject: str = ""            # mailto: or https: URL
+    allowed_hosts: str = WEBPUSH_HOSTS   # comma-separated host names; "*.example.com" covers its subdomains
     REQUIRED: ClassVar[tuple[str, ...]] = ("vapid_private_key_file", "vapid_subject")
+
+    def endpoint_hosts(self) -> tuple[str, ...]:
+        """``allowed_hosts`` as a tuple, plus the host of ``base_url`` when it is a loopback sandbox."""
+        hosts = tuple(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
+        sandbox = urlsplit(self.base_url).hostname if self.base_url else None
+        return hosts + ((sandbox,) if sandbox in _LOOPBACK and sandbox not in hosts else ())
+
+    def problems(self) -> list[str]:
+        bad = [h for h in (h.strip().lower() for h in self.allowed_hosts.split(",")) if h
+               and (not _HOST_PATTERN.fullmatch(h) or (h.startswith("*.") and h.count(".") < 2))]
+        out = [f"vendors.webpush.allowed_hosts: {h!r} is not a host name or *.domain (no scheme, port or path)"
+               for h in bad]
+        return out + super().problems()
 
 
 @dataclass
@@ -236,9 +262,20 @@ def _redact(d: dict[str, Any]) -> dict[str, Any]:
             out[k] = _redact(v)
         elif k in SECRET_FIELDS and v:
             out[k] = "***"
+        elif isinstance(v, str):
+            out[k] = redact_url(v)
         else:
             out[k] = v
     return out
+
+
+def redact_url(value: str) -> str:
+    """``value`` with the password of a ``scheme://user:password@host`` URL replaced by ``***``."""
+    parts = urlsplit(value) if "://" in value else None
+    if parts is None or parts.password is None:
+        return value
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def _apply(obj: Any, values: dict[str, Any], where: str) -> None:

@@ -41,6 +41,7 @@ from engine.api.schemas import (
     TriggerIn,
     TriggerOut,
 )
+from engine.api.web import SecurityHeaders, mount_docs
 from engine.clock import Clock, SystemClock
 from engine.errors import InputError, PushwiseError
 from engine.security import vendor_secrets
@@ -59,6 +60,9 @@ IngestKey = Annotated[ApiKey, Depends(require("ingest"))]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
 MAX_BODY_BYTES = 1_000_000
 MAX_EVENT_LEAD = timedelta(days=1)
+#: Manual backups (``pushwise backup`` while serving) kept in the service's folder until the CLI has copied
+#: them: a few, so that two CLIs backing up at once do not prune each other's before the copy.
+MANUAL_BACKUPS_KEPT = 3
 
 
 @dataclass
@@ -73,6 +77,8 @@ class ServiceContext:
     backup_keep: int = 7
     retention_days: float = 0.0
     metrics_open_on_loopback: bool = False   # /metrics without a key from loopback (see engine.api.auth)
+    #: hosts a Web Push subscription may point at (WebPushConfig.endpoint_hosts; its defaults when None)
+    webpush_hosts: tuple[str, ...] | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     nonces: NonceCache = field(default_factory=NonceCache)
     limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -195,10 +201,13 @@ def _problems(exc: RequestValidationError) -> JSONResponse:
 
 def create_app(ctx: ServiceContext) -> FastAPI:
     """Build the API over ``ctx``; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``."""
-    app = FastAPI(title="Pushwise", version="1", description="Personalized push: triggers, events, devices, consent")
+    app = FastAPI(title="Pushwise", version="1", description="Personalized push: triggers, events, devices, consent",
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)   # no CDN: engine.api.web
     app.state.ctx = ctx
+    mount_docs(app)
     app.add_middleware(_BodyLimit, limit=ctx.max_body_bytes)
     app.add_middleware(_Measure, metrics=ctx.metrics)
+    app.add_middleware(SecurityHeaders)   # outermost: also on 413s and errors answered by the middlewares
     app.add_exception_handler(RequestValidationError, lambda _r, exc: _problems(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -261,7 +270,8 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     async def device(body: DeviceIn, request: Request, key: IngestKey) -> dict:
         """Register a device token, or refresh it when already known (stored encrypted)."""
         r = ops.register_device(ctx.store, ctx.keyring, user_id=body.user_id, vendor=body.vendor, token=body.token,
-                                now=ctx.clock.now(), app_id=body.app_id, time_zone=body.time_zone)
+                                now=ctx.clock.now(), app_id=body.app_id, time_zone=body.time_zone,
+                                webpush_hosts=ctx.webpush_hosts)
         _audit(request, "device.register", ctx.pseudonym(body.user_id), 200, body.vendor)
         return {"device_id": r.device_id, "created": r.created}
 
@@ -284,7 +294,7 @@ def create_app(ctx: ServiceContext) -> FastAPI:
     @app.post("/v1/admin/erase", tags=["admin"])
     async def erase(body: EraseIn, request: Request, key: AdminKey) -> dict:
         """Erase every row about a user (events, devices, decisions, sends, consent)."""
-        counts = ops.erase_user(ctx.store, body.user_id)
+        counts = ops.erase_user(ctx.store, body.user_id, key=ctx.pseudonym_key, now=ctx.clock.now())
         _audit(request, "erase", ctx.pseudonym(body.user_id), 200, str(sum(counts.values())))
         return {"deleted": counts}
 
@@ -331,11 +341,15 @@ def create_app(ctx: ServiceContext) -> FastAPI:
 
     @app.post("/v1/admin/backup", tags=["admin"])
     async def backup(request: Request, key: AdminKey) -> dict:
-        """Write a consistent backup now, into the service's own backup folder (never a caller-chosen path)."""
+        """Write a consistent backup now, into the service's own folder (never a caller-chosen path).
+
+        It goes to ``manual/`` under the backup folder, where the newest few are kept: in the folder itself it
+        would count toward the daily rotation and push the oldest scheduled backup out.
+        """
         from engine.backup import write_backup
 
-        folder = ctx.backup_dir or Path(ctx.store.path).parent / "backups"
-        manifest = write_backup(ctx.store, folder, ctx.keyring, ctx.clock.now(), keep=ctx.backup_keep)
+        folder = (ctx.backup_dir or Path(ctx.store.path).parent / "backups") / "manual"
+        manifest = write_backup(ctx.store, folder, ctx.keyring, ctx.clock.now(), keep=MANUAL_BACKUPS_KEPT)
         _audit(request, "backup", manifest.name, 200)
         return {"path": str(manifest.path), "tables": manifest.row_counts}
 

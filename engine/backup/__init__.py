@@ -1,7 +1,8 @@
 """Backups: a consistent Parquet snapshot of every table with a SHA-256 manifest; verified restore; rotation.
 
     <root>/pushwise-backup-20260131T020000Z/
-        manifest.json        format, install id, migrations, data-key fingerprints, per table: file, rows, sha256
+        manifest.json        format, install id, created_at, migrations, data-key fingerprints, per table: file,
+                             rows, sha256; signed with HMAC-SHA256 under a key derived from the data key
         events.parquet.sealed …  one Parquet file per table, written inside one read transaction (a consistent
                              snapshot), then sealed whole with AES-256-GCM under the current data key (sealed.py)
 
@@ -9,32 +10,40 @@ A backup is written to a hidden temporary folder and renamed into place when com
 without a manifest is never a finished backup. :func:`restore_backup` checks everything before it touches
 the database. Every file is encrypted (a backup holds personal data, not only the tokens and vendor
 credentials that are encrypted in their columns); restoring needs the same data keys. Version 1 backups
-(plain Parquet) still restore.
+(plain Parquet) still restore. Version 3 manifests are signed; an unsigned (version 1 or 2) manifest is
+restored only with ``force`` (docs/decisions/015-service-hardening.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from engine.backup.sealed import SealError, open_sealed, seal_file
 from engine.errors import InputError
 from engine.security.crypto import Keyring
 from engine.store import Store
 
-__all__ = ["FORMAT", "BackupError", "Manifest", "list_backups", "restore_backup", "verify_backup", "write_backup"]
+__all__ = ["FORMAT", "BackupError", "Manifest", "Restored", "list_backups", "newest_backup", "restore_backup",
+           "sign_manifest", "verify_backup", "write_backup"]
 
 FORMAT = "pushwise-backup"
-VERSION = 2
-READABLE = (1, 2)   # 1: plain Parquet files; 2: sealed files
+VERSION = 3
+READABLE = (1, 2, 3)   # 1: plain Parquet files; 2: sealed files; 3: sealed files and a signed manifest
+SIGNED_FROM = 3
+SIGNATURE = "hmac-sha256, key = hkdf-sha256(data key)"
 PREFIX = "pushwise-backup-"
 
 
@@ -54,6 +63,21 @@ class Manifest:
     @property
     def row_counts(self) -> dict[str, int]:
         return {t: int(v["rows"]) for t, v in self.data["tables"].items()}
+
+    @property
+    def created_at(self) -> datetime | None:
+        try:
+            return datetime.fromisoformat(str(self.data["created_at"]))
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What :func:`restore_backup` did: the backup it restored and how many erased users it erased again."""
+
+    manifest: Manifest
+    re_erased: int
 
 
 def _sha256(path: Path) -> str:
@@ -109,6 +133,61 @@ def _readable(path: Path, scratch: Path, keyring: Keyring, table: str) -> Iterat
         plain.unlink(missing_ok=True)
 
 
+def _manifest_mac(data: dict, key: bytes) -> str:
+    """HMAC-SHA256 of the manifest without its signature, as canonical JSON, under a key derived from ``key``."""
+    mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"pushwise backup manifest v1").derive(key)
+    body = {k: v for k, v in data.items() if k != "signature"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return hmac.new(mac_key, canonical, hashlib.sha256).hexdigest()
+
+
+def sign_manifest(data: dict, keyring: Keyring) -> dict:
+    """``data`` with a ``signature`` under the keyring's current data key (an HKDF-derived HMAC key)."""
+    kid, key = keyring.keys[-1]
+    return {**data, "signature": {"algorithm": SIGNATURE, "key_id": kid, "value": _manifest_mac(data, key)}}
+
+
+def _check_signature(folder: Path, data: dict, keyring: Keyring) -> None:
+    """Raise :class:`BackupError` unless a signed-format manifest carries a valid signature."""
+    sig = data.get("signature")
+    if not isinstance(sig, dict) or not isinstance(sig.get("value"), str):
+        raise BackupError(f"forged or altered backup: {folder.name} has an unsigned manifest, but format "
+                          f"{data.get('version')} manifests are always signed")
+    key = dict(keyring.keys).get(str(sig.get("key_id")))
+    if key is None:
+        raise BackupError(f"foreign backup: its manifest is signed under data key {sig.get('key_id')!r}, which this "
+                          "install does not hold; restore with the original key file or PUSHWISE_DATA_KEYS")
+    if not hmac.compare_digest(_manifest_mac(data, key), sig["value"]):
+        raise BackupError(f"forged or altered backup: the manifest's signature does not match in {folder.name} "
+                          "(its table list, row counts, checksums or dates were edited)")
+
+
+def _signed_created_at(folder: Path, keyring: Keyring) -> datetime | None:
+    """The creation time of a backup whose manifest signature verifies, else None (checksums not read)."""
+    try:
+        data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("version", 0) < SIGNED_FROM:
+            return None
+        _check_signature(folder, data, keyring)
+        created = datetime.fromisoformat(data["created_at"])
+        return created if created.tzinfo else created.replace(tzinfo=UTC)
+    except (OSError, ValueError, TypeError, KeyError, BackupError):
+        return None
+
+
+def newest_backup(root: Path, keyring: Keyring) -> Path | None:
+    """The backup under ``root`` with the latest *signed* ``created_at`` (folder names can be renamed).
+
+    Backups whose manifest is unsigned or does not verify are not candidates; when none verifies, the last
+    by name is returned, so that restoring it says what is wrong with it.
+    """
+    found = list_backups(root)
+    dated = [(t, p) for p in found if (t := _signed_created_at(p, keyring)) is not None]
+    if dated:
+        return max(dated, key=lambda tp: tp[0])[1]
+    return found[-1] if found else None
+
+
 def list_backups(root: Path) -> list[Path]:
     """Finished backups under ``root``, oldest first."""
     if not root.is_dir():
@@ -148,6 +227,7 @@ def write_backup(store: Store, root: Path, keyring: Keyring, now: datetime, keep
     data = {"format": FORMAT, "version": VERSION, "created_at": now.isoformat(), "encryption": SCHEME,
             "install_id": install[0][0] if install else None, "migrations": migrations,
             "data_keys": {k: fps.get(k, "unknown") for k in sorted(used)}, "tables": tables}
+    data = sign_manifest(data, keyring)
     (tmp / "manifest.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     final = root / name
     os.replace(tmp, final)
@@ -178,6 +258,13 @@ def verify_backup(folder: Path, keyring: Keyring) -> Manifest:
     if data.get("version") not in READABLE:
         raise BackupError(f"backup format version {data.get('version')!r} is not supported "
                           f"(this Pushwise reads {', '.join(map(str, READABLE))})")
+    fps = keyring.fingerprints()
+    foreign = {k: fp for k, fp in data.get("data_keys", {}).items() if fps.get(k) != fp}
+    if foreign:
+        raise BackupError("foreign backup: its secrets are encrypted under data keys this install does not hold "
+                          f"({', '.join(sorted(foreign))}); restore with the original key file or PUSHWISE_DATA_KEYS")
+    if data["version"] >= SIGNED_FROM:
+        _check_signature(folder, data, keyring)
     from importlib import resources
 
     known = {e.name for e in (resources.files("engine.store") / "migrations").iterdir() if e.name.endswith(".sql")}
@@ -190,20 +277,21 @@ def verify_backup(folder: Path, keyring: Keyring) -> Manifest:
             raise BackupError(f"partial backup: {f.name or table} is missing")
         if _sha256(f) != meta.get("sha256"):
             raise BackupError(f"corrupted backup: checksum of {f.name} does not match the manifest")
-    fps = keyring.fingerprints()
-    foreign = {k: fp for k, fp in data.get("data_keys", {}).items() if fps.get(k) != fp}
-    if foreign:
-        raise BackupError("foreign backup: its secrets are encrypted under data keys this install does not hold "
-                          f"({', '.join(sorted(foreign))}); restore with the original key file or PUSHWISE_DATA_KEYS")
     return Manifest(folder, data)
 
 
-def restore_backup(db_path: str | Path, folder: Path, keyring: Keyring, *, force: bool = False) -> Manifest:
+def restore_backup(db_path: str | Path, folder: Path, keyring: Keyring, *, force: bool = False,
+                   pseudonym_key: bytes | None = None) -> Restored:
     """Verify ``folder``, then replace the database at ``db_path`` with its contents.
 
     The new database is built beside the old one and swapped in atomically; the old file is kept as
-    ``<name>.before-restore``. Refuses a database of another install, or an unencrypted version 1
-    backup, unless ``force``.
+    ``<name>.before-restore``. Refuses a database of another install, an unencrypted version 1 backup,
+    or a version 2 backup (unsigned manifest), unless ``force``; a forged or altered manifest always. The current ``erasure_ledger`` is carried over (merged with the backup's),
+    and every user it lists as erased after the backup was made is erased again before the swap.
+
+    Args:
+        pseudonym_key: the key the ledger's hashes are made with; loaded with
+            :func:`~engine.analytics.pseudonym.load_pseudonym_key` when needed and not given.
 
     Raises:
         BackupError: the backup fails verification or belongs to another install.
@@ -215,10 +303,16 @@ def restore_backup(db_path: str | Path, folder: Path, keyring: Keyring, *, force
         # can write to the backup folder can make one (with an admin key of their own in api_keys)
         raise BackupError(f"{folder.name} is an unencrypted version 1 backup: its origin cannot be checked; "
                           "pass --force if you know where it came from")
+    if manifest.data.get("version") == 2 and not force:
+        raise BackupError(f"{folder.name}: this format 2 backup has an unsigned manifest: written before manifests "
+                          "were signed, its table list, row counts and date cannot be checked; pass --force if you "
+                          "know where it came from")
     db = Path(db_path)
+    ledger: list[tuple] = []
     if db.exists():
         with Store(db) as current:
             found = current.execute("SELECT value FROM service_meta WHERE name = 'install_id'").fetchall()
+            ledger = current.execute("SELECT user_hash, erased_at FROM erasure_ledger").fetchall()
         install = found[0][0] if found else None
         if install != manifest.data.get("install_id") and not force:
             raise BackupError(f"{folder.name} belongs to another install than {db}; pass --force to replace it")
@@ -227,6 +321,7 @@ def restore_backup(db_path: str | Path, folder: Path, keyring: Keyring, *, force
         p.unlink(missing_ok=True)
     try:
         _fill_from(tmp, folder, manifest, keyring)
+        re_erased = _reapply_ledger(tmp, ledger, manifest.created_at, pseudonym_key)
     except BaseException:
         for p in (tmp, Path(str(tmp) + ".wal")):
             p.unlink(missing_ok=True)
@@ -235,15 +330,34 @@ def restore_backup(db_path: str | Path, folder: Path, keyring: Keyring, *, force
         os.replace(db, db.with_name(db.name + ".before-restore"))
     Path(str(db) + ".wal").unlink(missing_ok=True)
     os.replace(tmp, db)
-    return manifest
+    return Restored(manifest, re_erased)
+
+
+def _reapply_ledger(tmp: Path, ledger: list[tuple], as_of: datetime | None, key: bytes | None) -> int:
+    """Merge the current erasure ledger into the restored database at ``tmp`` and erase its users again."""
+    from engine.service.operations import reapply_erasures
+
+    with Store(tmp) as store:
+        with store.transaction() as con:
+            for user_hash, erased_at in ledger:
+                con.execute("""INSERT INTO erasure_ledger VALUES (?, ?) ON CONFLICT (user_hash)
+                               DO UPDATE SET erased_at = greatest(erased_at, excluded.erased_at)""",
+                            [user_hash, erased_at])
+        if not store.scalar("SELECT count(*) FROM erasure_ledger"):
+            return 0
+        if key is None:
+            from engine.analytics.pseudonym import load_pseudonym_key
+
+            key = load_pseudonym_key()
+        return reapply_erasures(store, key, as_of)
 
 
 def _fill_from(tmp: Path, folder: Path, manifest: Manifest, keyring: Keyring) -> None:
     """Load every table of the backup into a new database at ``tmp``, checking it is whole.
 
-    The manifest is not signed: a table dropped from it, or a file swapped in from another backup of
-    the same install (same key, same table), passes the checksums. So a backup made at this schema
-    must list every table, and each table must hold the rows the manifest counted.
+    Format 1 and 2 manifests are not signed: a table dropped from one, or a file swapped in from another
+    backup of the same install (same key, same table), passes the checksums. So a backup made at this
+    schema must list every table, and each table must hold the rows the manifest counted.
     """
     tables = manifest.data["tables"]
     with Store(tmp) as store, store.transaction() as con:

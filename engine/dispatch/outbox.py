@@ -5,6 +5,7 @@
        │                  │  └─receipt (retryable, attempts left)──▶ retry ──claim──▶ in_flight …
        │                  └─crash (found in_flight at start-up)────▶ retry
     device gone or consent withdrawn at claim time ──────────────────▶ cancelled   (terminal)
+    device token cannot be decrypted at claim time ───────────────────▶ failed      (terminal)
     in_flight ──receipt QUOTA_EXHAUSTED──▶ retry, due at the vendor's next day, attempt not counted
 
 A send found ``in_flight`` after a crash may or may not have reached the vendor; it is sent again with
@@ -22,7 +23,7 @@ import pyarrow as pa
 from engine.dispatch.backoff import RetryPolicy
 from engine.dispatch.quota import next_reset, record_quota
 from engine.domain import Outcome, Receipt
-from engine.security.crypto import Keyring, load_keyring
+from engine.security.crypto import CryptoError, Keyring, load_keyring
 from engine.store import Store
 
 __all__ = ["claim_due", "record_receipts", "recover_in_flight"]
@@ -45,9 +46,11 @@ def claim_due(store: Store, now: datetime, limit: int, vendors: list[str] | None
     """Atomically move up to ``limit`` due sends to ``in_flight`` and return them with their device token.
 
     Sends whose device was deactivated, or whose user withdrew consent for the message class, are
-    cancelled instead (consent is checked again at send time, not only at planning). Sends of a
-    (vendor, app, class) whose daily quota the vendor declared exhausted are left waiting until the
-    vendor's day resets (``vendor_quota``, see :mod:`engine.dispatch.quota`).
+    cancelled instead (consent is checked again at send time, not only at planning). A send whose
+    device token cannot be decrypted (altered ciphertext, data key not held) is failed with the reason
+    and the rest of the batch proceeds. Sends of a (vendor, app, class) whose daily quota the vendor
+    declared exhausted are left waiting until the vendor's day resets (``vendor_quota``, see
+    :mod:`engine.dispatch.quota`).
 
     Args:
         vendor_limits: most sends to claim per vendor (rate limits); vendors absent are bounded by
@@ -68,6 +71,7 @@ def claim_due(store: Store, now: datetime, limit: int, vendors: list[str] | None
         params["ln"] = [int(n) for n in vendor_limits.values()]
         per_vendor = """QUALIFY row_number() OVER (PARTITION BY s.vendor ORDER BY s.next_attempt_at, s.send_id)
                         <= coalesce(list_extract($ln, list_position($lv, s.vendor)), $limit)"""
+    keyring = keyring or load_keyring()  # before claiming: a keyring error must leave nothing in_flight
     with store.transaction() as con:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE pw_due AS
@@ -109,9 +113,34 @@ def claim_due(store: Store, now: datetime, limit: int, vendors: list[str] | None
                ORDER BY s.send_id"""
         ).df()
         con.execute("DROP TABLE pw_due")
-    if frame.empty:
-        return _empty_claim()
-    frame["token"] = (keyring or load_keyring()).decrypt_all(frame["token"], "devices.token")
+        if not frame.empty:
+            frame = _decrypt_tokens(con, frame, keyring, now)
+    return _empty_claim() if frame.empty else frame
+
+
+def _decrypt_tokens(con, frame: pd.DataFrame, keyring: Keyring, now: datetime) -> pd.DataFrame:
+    """Decrypt ``frame.token`` in memory; fail the sends whose token cannot be, and drop them from the frame.
+
+    Runs inside the claim's transaction, so an undecryptable token never leaves its send ``in_flight``.
+    The reason carries :class:`CryptoError`'s message, which names the column and key id, never the value.
+    """
+    tokens: list[str | None] = []
+    failed: dict[str, str] = {}
+    for send_id, value in zip(frame["send_id"].tolist(), frame["token"].tolist(), strict=True):
+        try:
+            tokens.append(None if value is None else keyring.decrypt(value, "devices.token"))
+        except CryptoError as exc:
+            tokens.append(None)
+            failed[send_id] = f"device token cannot be decrypted: {exc}"
+    frame["token"] = tokens
+    if failed:
+        con.execute(
+            """UPDATE sends SET state = 'failed', last_error = f.reason, updated_at = $now
+               FROM (SELECT unnest($ids) AS send_id, unnest($reasons) AS reason) f
+               WHERE sends.send_id = f.send_id""",
+            {"now": now, "ids": list(failed), "reasons": list(failed.values())},
+        )
+        frame = frame[~frame["send_id"].isin(list(failed))].reset_index(drop=True)
     return frame
 
 

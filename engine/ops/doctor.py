@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import duckdb
 
-from engine.config import Settings
+from engine.config import SECRET_REF_PREFIX, Settings, redact_url
 from engine.push.base import tls_context
 from engine.store import snapshot_path
 
@@ -120,11 +120,29 @@ def check_models(models_dir: str) -> list[Check]:
 def _tls_connect(base_url: str, ca_file: str, timeout: float) -> str:
     parts = urlsplit(base_url)
     if parts.scheme != "https" or not parts.hostname:
-        raise ValueError(f"base_url must be an https:// URL, got {base_url!r}")
+        raise ValueError(f"base_url must be an https:// URL, got {redact_url(base_url)!r}")
     port = parts.port or 443
     with (socket.create_connection((parts.hostname, port), timeout=timeout) as raw,
           tls_context(ca_file).wrap_socket(raw, server_hostname=parts.hostname) as tls):
         return f"TLS {tls.version()} to {parts.hostname}:{port}, certificate verified"
+
+
+#: Settings of a vendor section that name a file holding a private key or a service-account secret.
+KEY_FILE_FIELDS = ("key_file", "service_account_file", "vapid_private_key_file")
+
+
+def _key_file_modes(area: str, section: object) -> list[Check]:
+    """A warning for every key file of ``section`` that users other than its owner can read or write."""
+    out = []
+    for name in KEY_FILE_FIELDS:
+        path = getattr(section, name, "")
+        if not path or path.startswith(SECRET_REF_PREFIX) or not Path(path).is_file():
+            continue
+        mode = Path(path).stat().st_mode & 0o777
+        if mode & 0o077:
+            out.append(Check(area, name, "warn", f"{path} has mode {mode:04o}: other users can read the key; "
+                                                 f"run chmod 600 {path} (or store it with `pushwise secrets put`)"))
+    return out
 
 
 def check_vendors(settings: Settings, timeout: float = 5.0, network: bool = True) -> list[Check]:
@@ -137,15 +155,16 @@ def check_vendors(settings: Settings, timeout: float = 5.0, network: bool = True
         area = f"vendor:{name}"
         problems = section.problems()
         out.append(Check(area, "credentials", "fail" if problems else "ok", "; ".join(problems) or "complete"))
+        out += _key_file_modes(area, section)
         if not network:
             continue
         try:
             out.append(Check(area, "reachable", "ok", _tls_connect(section.base_url, section.ca_file, timeout)))
         except ssl.SSLError as exc:
-            out.append(Check(area, "reachable", "fail", f"TLS handshake with {section.base_url} failed: "
+            out.append(Check(area, "reachable", "fail", f"TLS handshake with {redact_url(section.base_url)} failed: "
                                                       f"{exc.reason or exc}"))
         except (OSError, ValueError) as exc:
-            out.append(Check(area, "reachable", "fail", f"cannot connect to {section.base_url}: {exc}"))
+            out.append(Check(area, "reachable", "fail", f"cannot connect to {redact_url(section.base_url)}: {exc}"))
     if not out:
         out.append(Check("vendors", "enabled", "warn", "no vendor is enabled"))
     return out

@@ -16,7 +16,7 @@ from typing import Any
 from engine.config import Settings
 from engine.errors import InputError, StoreBusyError
 
-__all__ = ["register"]
+__all__ = ["register", "serve_options"]
 
 
 def _direct_or_service(settings: Settings, direct: Callable[[Any], Any], via_api: Callable[[Any], Any]) -> Any:
@@ -39,13 +39,27 @@ def _out(args: argparse.Namespace, payload: Any, text: str) -> None:
     print(json.dumps(payload, indent=2, default=str) if getattr(args, "json", False) else text)
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.service.runner import ServeOptions, serve
+def serve_options(args: argparse.Namespace, settings: Settings):
+    """The :class:`~engine.service.runner.ServeOptions` of ``pushwise serve``.
 
-    serve(settings, ServeOptions(host=args.host, port=args.port, certfile=args.cert, keyfile=args.key,
-                                 allow_remote_http=args.allow_remote_http, backup_dir=args.backup_dir or None,
-                                 backup_keep=args.backup_keep, retention_days=args.retention_days,
-                                 sandbox=args.sandbox, metrics_open_on_loopback=args.metrics_open_on_loopback))
+    Daily backups go to ``backups/`` beside the database unless ``--backup-dir`` says otherwise ('' disables).
+    """
+    from engine.service.runner import ServeOptions
+
+    if args.backup_dir is None:
+        backup_dir: str | None = str(Path(settings.db_path).resolve().parent / "backups")
+    else:
+        backup_dir = str(Path(args.backup_dir).resolve()) if args.backup_dir else None
+    return ServeOptions(host=args.host, port=args.port, certfile=args.cert, keyfile=args.key,
+                        allow_remote_http=args.allow_remote_http, backup_dir=backup_dir,
+                        backup_keep=args.backup_keep, retention_days=args.retention_days,
+                        sandbox=args.sandbox, metrics_open_on_loopback=args.metrics_open_on_loopback)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.service.runner import serve
+
+    serve(settings, serve_options(args, settings))
     return 0
 
 
@@ -168,7 +182,8 @@ def cmd_devices_register(args: argparse.Namespace, settings: Settings) -> int:
     out = _direct_or_service(
         settings,
         lambda s: register_device(s, load_keyring(), user_id=args.user, vendor=args.vendor, token=token,
-                                  now=SystemClock().now(), app_id=args.app_id, time_zone=args.time_zone).__dict__,
+                                  now=SystemClock().now(), app_id=args.app_id, time_zone=args.time_zone,
+                                  webpush_hosts=settings.vendors.webpush.endpoint_hosts()).__dict__,
         lambda c: c.call("POST", "/v1/devices", body))
     _out(args, out, f"device {out['device_id']} {'registered' if out['created'] else 'refreshed'}")
     return 0
@@ -207,18 +222,21 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.backup import list_backups, restore_backup
+    from engine.backup import newest_backup, restore_backup
     from engine.security import load_keyring
 
-    folder = Path(args.dir)
-    if not (folder / "manifest.json").exists() and list_backups(folder):
-        folder = list_backups(folder)[-1]   # a backup root: the newest backup in it
+    folder, keyring = Path(args.dir), load_keyring()
+    if not (folder / "manifest.json").exists():
+        folder = newest_backup(folder, keyring) or folder   # a backup root: the newest by signed created_at
     try:
-        m = restore_backup(settings.db_path, folder, load_keyring(), force=args.force)
+        done = restore_backup(settings.db_path, folder, keyring, force=args.force)
     except StoreBusyError:
         raise StoreBusyError(f"{settings.db_path} is in use; stop `pushwise serve` before restoring") from None
-    _out(args, m.row_counts, f"restored {folder.name} into {settings.db_path}: every checksum verified, "
-                             f"{sum(m.row_counts.values()):,} rows in {len(m.row_counts)} tables")
+    m = done.manifest
+    _out(args, {"tables": m.row_counts, "re_erased": done.re_erased},
+         f"restored {folder.name} into {settings.db_path}: every checksum verified, "
+         f"{sum(m.row_counts.values()):,} rows in {len(m.row_counts)} tables; re-erased {done.re_erased} "
+         f"user{'' if done.re_erased == 1 else 's'} recorded in the erasure ledger")
     return 0
 
 
@@ -229,14 +247,15 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     from engine.service.operations import erase_user
 
     def direct(store):
-        counts = erase_user(store, args.user)
-        audit(store, SystemClock().now(), None, "erase", "u:" + pseudonymise(args.user, load_pseudonym_key()), 0,
-              str(sum(counts.values())))
+        key, now = load_pseudonym_key(), SystemClock().now()
+        counts = erase_user(store, args.user, key=key, now=now)
+        audit(store, now, None, "erase", "u:" + pseudonymise(args.user, key), 0, str(sum(counts.values())))
         return {"deleted": counts}
 
     out = _direct_or_service(settings, direct, lambda c: c.call("POST", "/v1/admin/erase", {"user_id": args.user}))
     _out(args, out, "erased: " + ", ".join(f"{k}={v:,}" for k, v in out["deleted"].items())
-         + "; backups taken before now still hold this user until they rotate out")
+         + "; backups taken before now still hold this user until they rotate out, and `pushwise restore` "
+           "erases the user again from any of them")
     return 0
 
 
@@ -252,7 +271,8 @@ def register(add) -> None:
     sp.add_argument("--cert", help="TLS certificate (PEM); with --key the API serves HTTPS")
     sp.add_argument("--key", help="TLS private key (PEM)")
     sp.add_argument("--allow-remote-http", action="store_true", help="plain HTTP on a non-loopback address")
-    sp.add_argument("--backup-dir", default="data/backups", help="daily backups go here ('' to disable)")
+    sp.add_argument("--backup-dir", default=None,
+                    help="daily backups go here (default: backups/ beside the database; '' to disable)")
     sp.add_argument("--backup-keep", type=int, default=7, help="daily backups kept")
     sp.add_argument("--retention-days", type=float, default=0.0, help="purge raw events older than this (0: keep)")
     sp.add_argument("--sandbox", action="store_true", help="dispatch to loopback vendor sandboxes")

@@ -12,18 +12,22 @@ import hashlib
 import re
 import uuid
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import pandas as pd
 
-from engine.config import VendorsConfig
+from engine.analytics.pseudonym import pseudonymise
+from engine.config import VendorsConfig, WebPushConfig
 from engine.errors import InputError
 from engine.security.crypto import Keyring
 from engine.store import Store
 
-__all__ = ["ERASE_TABLES", "VENDORS", "append_events", "check_time_zone", "check_token", "erase_user", "purge_events",
-           "record_events", "register_device", "remove_device", "rotate_data_key", "set_consent", "usable_time_zones"]
+__all__ = ["ERASE_TABLES", "VENDORS", "append_events", "check_time_zone", "check_token", "check_webpush_endpoint",
+           "erase_user", "erasure_hash", "purge_events", "reapply_erasures", "record_events", "register_device",
+           "remove_device", "rotate_data_key", "set_consent", "usable_time_zones"]
 
 VENDORS: tuple[str, ...] = tuple(VendorsConfig.__dataclass_fields__)
 TOKEN_COLUMN = "devices.token"
@@ -86,6 +90,24 @@ def check_token(vendor: str, token: str) -> str:
     return token
 
 
+def check_webpush_endpoint(token: str, hosts: Sequence[str]) -> str:
+    """``token`` when its endpoint's host is in ``hosts`` (``"*.domain"`` covers the subdomains of domain).
+
+    Raises:
+        InputError: another host, or not a subscription (the message names neither the host nor the token).
+    """
+    from engine.push.webpush import parse_subscription
+
+    try:
+        host = (urlsplit(parse_subscription(token).endpoint).hostname or "").lower().rstrip(".")
+    except ValueError:
+        raise InputError("a Web Push token is the subscription JSON") from None
+    if not any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in hosts):
+        raise InputError("Web Push endpoint is not on a push service this install sends to "
+                         "(vendors.webpush.allowed_hosts)")
+    return token
+
+
 @dataclass(frozen=True)
 class DeviceResult:
     device_id: str
@@ -93,9 +115,17 @@ class DeviceResult:
 
 
 def register_device(store: Store, keyring: Keyring, *, user_id: str, vendor: str, token: str, now: datetime,
-                    app_id: str = "default", time_zone: str = "UTC") -> DeviceResult:
-    """Register a token, or refresh it (new owner, reactivated) when the same token is known already."""
+                    app_id: str = "default", time_zone: str = "UTC",
+                    webpush_hosts: Sequence[str] | None = None) -> DeviceResult:
+    """Register a token, or refresh it (new owner, reactivated) when the same token is known already.
+
+    Args:
+        webpush_hosts: push services a Web Push endpoint may point at
+            (:meth:`~engine.config.WebPushConfig.endpoint_hosts`; its defaults when None).
+    """
     token = check_token(vendor, token)
+    if vendor == "webpush":
+        check_webpush_endpoint(token, WebPushConfig().endpoint_hosts() if webpush_hosts is None else webpush_hosts)
     check_time_zone(time_zone)
     token_hash = keyring.token_hash(vendor, token)
     device_id = "dev:" + token_hash[:24]
@@ -176,25 +206,73 @@ def append_events(store: Store, events: pd.DataFrame, now: datetime, batches: in
     return [(int(stored.get(n, 0)), sizes[n] - int(stored.get(n, 0))) for n in range(batches)]
 
 
-def erase_user(store: Store, user_id: str) -> dict[str, int]:
-    """Delete every row about ``user_id`` (right to erasure); returns rows deleted per table."""
-    counts: dict[str, int] = {}
+def erasure_hash(user_id: str, key: bytes) -> str:
+    """The erasure ledger's name for ``user_id``: hex HMAC-SHA256 under the pseudonym key (never the raw id)."""
+    return pseudonymise(user_id, key, length=64)
+
+
+def erase_user(store: Store, user_id: str, *, key: bytes, now: datetime) -> dict[str, int]:
+    """Delete every row about ``user_id`` (right to erasure) and record it in ``erasure_ledger``.
+
+    Args:
+        key: the install's pseudonym key (:func:`~engine.analytics.pseudonym.load_pseudonym_key`); the
+            ledger holds the keyed hash, so a restore can erase the user again (:func:`reapply_erasures`).
+
+    Returns:
+        Rows deleted per table.
+    """
     with store.transaction() as con:
-        counts["send_attempts"] = len(con.execute(
-            """DELETE FROM send_attempts WHERE send_id IN (SELECT send_id FROM sends WHERE user_id = ?)
-               RETURNING send_id""", [user_id]).fetchall())
-        con.execute("""DELETE FROM sim_device_truth
-                       WHERE device_id IN (SELECT device_id FROM devices WHERE user_id = ?)""", [user_id])
-        for table in ("events", "devices", "decisions", "sends", "consents", "users"):
-            counts[table] = len(con.execute(f"DELETE FROM {table} WHERE user_id = ? RETURNING user_id",
-                                            [user_id]).fetchall())
-        # rejected rows of the canonical contract name the user as stored; other mappings keep the source's
-        # own columns and derive the id ('or:' || CustomerID, a hash for Open Bandit), so they are not
-        # matched here: that needs a per-mapping predicate in engine.ingest
-        counts["quarantine"] = len(con.execute(
-            """DELETE FROM quarantine WHERE trim(json_extract_string(raw, '$.user_id')) = ?
-               RETURNING row_number""", [user_id]).fetchall())
+        counts = _delete_users(con, [user_id])
+        con.execute("""INSERT INTO erasure_ledger VALUES (?, ?)
+                       ON CONFLICT (user_hash) DO UPDATE SET erased_at = greatest(erased_at, excluded.erased_at)""",
+                    [erasure_hash(user_id, key), now])
     return counts
+
+
+def _delete_users(con, user_ids: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    ids = {"ids": user_ids}
+    counts["send_attempts"] = len(con.execute(
+        """DELETE FROM send_attempts WHERE send_id IN (SELECT send_id FROM sends WHERE user_id IN (SELECT unnest($ids)))
+           RETURNING send_id""", ids).fetchall())
+    con.execute("""DELETE FROM sim_device_truth
+                   WHERE device_id IN (SELECT device_id FROM devices WHERE user_id IN (SELECT unnest($ids)))""", ids)
+    for table in ("events", "devices", "decisions", "sends", "consents", "users"):
+        counts[table] = len(con.execute(
+            f"DELETE FROM {table} WHERE user_id IN (SELECT unnest($ids)) RETURNING user_id", ids).fetchall())
+    # rejected rows of the canonical contract name the user as stored; other mappings keep the source's
+    # own columns and derive the id ('or:' || CustomerID, a hash for Open Bandit), so they are not
+    # matched here: that needs a per-mapping predicate in engine.ingest
+    counts["quarantine"] = len(con.execute(
+        """DELETE FROM quarantine WHERE trim(json_extract_string(raw, '$.user_id')) IN (SELECT unnest($ids))
+           RETURNING row_number""", ids).fetchall())
+    return counts
+
+
+def reapply_erasures(store: Store, key: bytes, as_of: datetime | None) -> int:
+    """Erase again every user in ``erasure_ledger`` erased after ``as_of`` (a restored backup's creation time).
+
+    A user whose erasure predates ``as_of`` is left alone: the backup already reflected it, so any rows it
+    holds for that id came after (the user came back). ``as_of=None`` (unknown) erases every listed user.
+
+    Returns:
+        How many users had rows and were erased again.
+    """
+    with store.transaction() as con:
+        ledger = {h for (h,) in con.execute(
+            "SELECT user_hash FROM erasure_ledger WHERE $as_of IS NULL OR erased_at > $as_of",
+            {"as_of": as_of}).fetchall()}
+        if not ledger:
+            return 0
+        present = [u for (u,) in con.execute(
+            """SELECT user_id FROM users UNION SELECT user_id FROM events UNION SELECT user_id FROM devices
+               UNION SELECT user_id FROM decisions UNION SELECT user_id FROM sends UNION SELECT user_id FROM consents
+               UNION SELECT trim(json_extract_string(raw, '$.user_id')) FROM quarantine""").fetchall()
+            if u is not None]
+        erased = [u for u in present if erasure_hash(u, key) in ledger]
+        if erased:
+            _delete_users(con, erased)
+    return len(erased)
 
 
 def purge_events(store: Store, now: datetime, retention_days: float) -> int:

@@ -158,6 +158,7 @@ async def _run(settings: Settings, opts: ServeOptions, store: Store, stack: Exit
 
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pushwise-sandbox-")))
         vendors = stack.enter_context(start_sandboxes(workdir, clock=clock)).vendor_settings()
+    ctx.webpush_hosts = vendors.webpush.endpoint_hosts()   # with the sandbox: its loopback host too
     # "secret:V/N" references are decrypted in memory while the channels are built
     channels = build_channels(Settings(**{**settings.__dict__, "vendors": vendors}).validate(), clock,
                               store=store, keyring=keyring)

@@ -5,6 +5,11 @@ demo, ``pushwise serve``) opens it read-write; readers in other processes (the d
 use :func:`open_reader`, which reads the file directly when nobody holds the write lock and otherwise
 falls back to the last snapshot the writer published with :meth:`Store.publish_snapshot`.
 See docs/decisions/001-duckdb-single-writer.md.
+
+The database, its WAL and the snapshot hold personal data, so they are owner-only (0600) whatever the
+umask: DuckDB creates its files (the WAL again after every checkpoint) with the process umask, so a
+process that opens a database file clears the group and other bits of its umask, as PostgreSQL's server
+does at start-up (docs/decisions/015-service-hardening.md).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from engine.errors import StoreBusyError, StoreError
+from engine.errors import InputError, StoreBusyError, StoreError
 
 __all__ = ["Store", "open_reader", "snapshot_path"]
 
@@ -28,6 +33,42 @@ def snapshot_path(db_path: str | Path) -> Path:
     """Where the writer publishes the read-only snapshot of ``db_path``."""
     p = Path(db_path)
     return p.with_name(p.stem + ".snapshot" + p.suffix)
+
+
+OWNER_ONLY = 0o600
+
+
+def _owner_only(path: str) -> None:
+    """Make this process create files owner-only from now on, and tighten ``path`` and its WAL if they exist."""
+    os.umask(os.umask(0o077) | 0o077)
+    for f in (Path(path), Path(path + ".wal")):
+        # a file of another owner cannot be changed (PermissionError); its owner decides
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if f.stat().st_mode & 0o077:
+                os.chmod(f, OWNER_ONLY)
+
+
+#: Suffixes of the files Pushwise ingests. DuckDB opens an existing CSV, Parquet or JSON file given as a
+#: database as an in-memory database with a view over it, so writes to it would be silently lost.
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".json", ".jsonl", ".ndjson")
+DUCKDB_MAGIC = b"DUCK"  # at byte 8 of every DuckDB database file
+
+
+def _refuse_non_database(path: str) -> None:
+    """Raise InputError unless ``path`` can be a DuckDB database file (a new one, or an existing one).
+
+    Raises:
+        InputError: the path names a data file (by suffix, ``.gz`` looked through) or an existing
+            file that is not a DuckDB database.
+    """
+    suffixes = [s.lower() for s in Path(path).suffixes if s.lower() not in (".gz", ".zst")]
+    if suffixes and suffixes[-1] in DATA_SUFFIXES:
+        raise InputError(f"{path} is not a DuckDB database path: {suffixes[-1]} is a data file suffix; "
+                         "give a .duckdb path")
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError), open(path, "rb") as fh:
+        head = fh.read(12)
+        if head and head[8:12] != DUCKDB_MAGIC:
+            raise InputError(f"{path} is not a DuckDB database file")
 
 
 def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -56,7 +97,9 @@ class Store:
     def __init__(self, path: str | Path = MEMORY) -> None:
         self.path = str(path)
         if self.path != MEMORY:
+            _refuse_non_database(self.path)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path)
         self.con = _connect(self.path, read_only=False)
         self.migrate()
 
@@ -115,6 +158,7 @@ class Store:
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         for leftover in (tmp, Path(str(tmp) + ".wal")):
             leftover.unlink(missing_ok=True)
+        _owner_only(str(tmp))
         try:
             self.con.execute(f"ATTACH '{tmp}' AS pw_snapshot")
             try:
@@ -125,6 +169,7 @@ class Store:
         except duckdb.Error as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"snapshot failed: {exc}") from exc
+        os.chmod(tmp, OWNER_ONLY)
         os.replace(tmp, target)
         return target
 
@@ -149,6 +194,7 @@ def open_reader(db_path: str | Path) -> tuple[duckdb.DuckDBPyConnection, str]:
         StoreError: neither the database nor a snapshot can be opened.
     """
     path = Path(db_path)
+    _refuse_non_database(str(path))
     if path.exists():
         try:
             return _connect(str(path), read_only=True), "live"

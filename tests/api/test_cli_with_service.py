@@ -62,7 +62,10 @@ def test_cli_goes_through_the_running_service_then_directly_after_it_stops(tmp_p
     assert TOKEN not in out + err
     restored = _cli(env, db, "restore", str(tmp_path / "bk"))
     assert restored.returncode == 0 and "every checksum verified" in restored.stdout, restored.stderr
+    # the backup predates the erasure: the erasure ledger removes u1 again (it used to come back)
+    assert "re-erased 1 user recorded in the erasure ledger" in restored.stdout
     with Store(db) as store:
-        assert store.execute("SELECT user_id FROM devices").fetchall() == [("u1",)]
+        assert store.execute("SELECT user_id FROM devices").fetchall() == []
+        assert store.count("erasure_ledger") == 1
         revoked = store.execute("SELECT count(*) FROM api_keys WHERE label = 'service-local' AND revoked_at IS NULL")
         assert revoked.fetchall() == [(0,)]

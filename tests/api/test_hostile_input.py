@@ -134,7 +134,7 @@ def test_any_stored_user_id_can_be_erased_through_the_api(service):
     assert ctx.store.execute("SELECT user_id FROM users").fetchall() == [("u9",)]
 
 
-def _subscription(endpoint: str = "https://push.example/wpush/v2/abc") -> str:
+def _subscription(endpoint: str = "https://fcm.googleapis.com/fcm/send/abc") -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 

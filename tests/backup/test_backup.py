@@ -10,7 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from engine.backup import BackupError, list_backups, restore_backup, verify_backup, write_backup
+from engine.backup import (
+    BackupError,
+    list_backups,
+    restore_backup,
+    sign_manifest,
+    verify_backup,
+    write_backup,
+)
 from engine.backup.sealed import open_sealed
 from engine.security import Keyring, create_key
 from engine.security.vendor_secrets import get_secret, put_secret
@@ -91,7 +98,7 @@ def _garbled_manifest(folder):
 def _newer(folder):
     m = json.loads((folder / "manifest.json").read_text())
     m["migrations"].append("999_future.sql")
-    (folder / "manifest.json").write_text(json.dumps(m))
+    (folder / "manifest.json").write_text(json.dumps(sign_manifest(m, K1)))   # as a newer Pushwise signs it
 
 
 @pytest.mark.parametrize(("damage", "message"), [
@@ -143,7 +150,7 @@ def test_restoring_over_another_install_needs_force(filled, tmp_path):
 
 
 def test_after_erase_the_next_backup_no_longer_holds_the_user(filled, tmp_path):
-    erase_user(filled, "u0")
+    erase_user(filled, "u0", key=b"k", now=NOW)
     m = write_backup(filled, tmp_path / "bk", K1, NOW)
     for table in ("events", "devices", "decisions", "sends", "consents", "users"):
         plain = tmp_path / f"{table}.parquet"
@@ -180,7 +187,7 @@ def test_backup_files_are_encrypted_whole(filled, tmp_path):
         raw = f.read_bytes()
         assert raw.startswith(b"PWSEAL1\n") and b"PAR1" not in raw
         assert b"purchase" not in raw and b"cart" not in raw    # event types and trigger names are personal context
-    assert m.data["version"] == 2 and set(m.data["data_keys"]) == {"k1"}
+    assert m.data["version"] == 3 and set(m.data["data_keys"]) == {"k1"}
 
 
 def test_a_sealed_file_moved_to_another_table_is_refused(filled, tmp_path):
@@ -189,7 +196,8 @@ def test_a_sealed_file_moved_to_another_table_is_refused(filled, tmp_path):
     events.write_bytes(users.read_bytes())                     # an attacker swaps files and fixes the manifest
     manifest = json.loads((m.path / "manifest.json").read_text())
     manifest["tables"]["events"]["sha256"] = manifest["tables"]["users"]["sha256"]
-    (m.path / "manifest.json").write_text(json.dumps(manifest))
+    # signed again as with the data key; unsigned, the signature refuses it first (test_manifest_signature.py)
+    (m.path / "manifest.json").write_text(json.dumps(sign_manifest(manifest, K1)))
     target = tmp_path / "other.duckdb"
     with pytest.raises(BackupError, match="corrupted backup: events.parquet.sealed was altered"):
         restore_backup(target, m.path, K1)

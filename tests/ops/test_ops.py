@@ -105,3 +105,27 @@ def test_doctor_exit_code_is_1_when_a_vendor_is_unreachable(tmp_path, capsys):
         out = capsys.readouterr().out
         assert "[fail] vendor:apns    reachable      cannot connect" in out and out.rstrip().endswith("doctor: fail")
         assert main(["--config", "c.toml", "doctor", "--offline"]) == 0
+
+
+def test_a_password_inside_a_url_is_redacted_everywhere_config_is_shown(tmp_path, capsys):
+    (tmp_path / "p.toml").write_text('[vendors.huawei]\nenabled = true\nbase_url = "https://alice:HUNTER2PASS@127.0.0.1:9/"\n')
+    assert main(["--config", "p.toml", "config", "show"]) == 0
+    text = capsys.readouterr().out
+    assert 'base_url = "https://alice:***@127.0.0.1:9/"' in text
+    main(["--config", "p.toml", "doctor", "--json"])
+    out = capsys.readouterr().out
+    assert "HUNTER2PASS" not in text and "HUNTER2PASS" not in out
+    assert "alice:***@127.0.0.1:9" in out                    # the connection failure still names the host
+
+
+def test_doctor_warns_about_a_key_file_others_can_read(tmp_path):
+    key = tmp_path / "AuthKey.p8"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    key.chmod(0o644)
+    settings = Settings()
+    apns = settings.vendors.apns
+    apns.enabled, apns.key_file, apns.key_id, apns.team_id, apns.topic = True, str(key), "K", "T", "com.x"
+    warned = [c for c in check_vendors(settings, network=False) if c.name == "key_file"]
+    assert [c.status for c in warned] == ["warn"] and "mode 0644" in warned[0].detail
+    key.chmod(0o600)
+    assert [c for c in check_vendors(settings, network=False) if c.name == "key_file"] == []

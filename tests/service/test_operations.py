@@ -21,6 +21,6 @@ def test_erase_also_removes_the_users_rows_in_quarantine(tmp_path):
         for source, file, n, reason, raw in rows:
             store.execute("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",
                           [source, file, n, reason, json.dumps(raw), NOW])
-        assert erase_user(store, "u1")["quarantine"] == 2
+        assert erase_user(store, "u1", key=b"k", now=NOW)["quarantine"] == 2
         left = store.execute("SELECT row_number FROM quarantine ORDER BY 1").fetchall()
     assert left == [(3,), (4,)]   # another user's row that mentions u1 as an item stays
