@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,6 +89,12 @@ class Subscription:
 
     def __repr__(self) -> str:  # the endpoint is a bearer capability: never print it whole
         return f"Subscription(origin={self.origin!r}, fp={fingerprint(self.endpoint)})"
+
+
+def endpoint_allowed(endpoint: str, hosts: Sequence[str]) -> bool:
+    """Whether ``endpoint``'s host is one of ``hosts`` (``"*.domain"`` covers the subdomains of domain)."""
+    host = (urlsplit(endpoint).hostname or "").lower().rstrip(".")
+    return bool(host) and any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in hosts)
 
 
 def subscription_token(endpoint: str, p256dh: bytes, auth: bytes) -> str:
@@ -246,11 +252,17 @@ class WebPushChannel(HttpChannel):
         client = httpx.AsyncClient(http2=True, verify=tls_context(config.ca_file), transport=transport,
                                    timeout=timeout)
         super().__init__(client, clock, config.concurrency)
+        self.hosts = config.endpoint_hosts()
 
     async def _attempt(self, msg: PushMessage) -> tuple[Receipt, str | None]:
         now = self._clock.now()
         try:
-            origin = parse_subscription(msg.token).origin
+            sub = parse_subscription(msg.token)
+            if not endpoint_allowed(sub.endpoint, self.hosts):
+                # stored before the allow-list or since narrowed: never post to a host nobody approved
+                return Receipt(msg.send_id, Outcome.REJECTED_PAYLOAD,
+                               reason="endpoint is not on an allowed push service (vendors.webpush.allowed_hosts)"), None
+            origin = sub.origin
             url, headers, body = build_request(msg, self.vapid.header(origin))
         except (KeyError, ValueError) as exc:
             return Receipt(msg.send_id, Outcome.REJECTED_PAYLOAD, reason=f"build: {exc}"), None

@@ -15,7 +15,6 @@ import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -96,13 +95,13 @@ def check_webpush_endpoint(token: str, hosts: Sequence[str]) -> str:
     Raises:
         InputError: another host, or not a subscription (the message names neither the host nor the token).
     """
-    from engine.push.webpush import parse_subscription
+    from engine.push.webpush import endpoint_allowed, parse_subscription
 
     try:
-        host = (urlsplit(parse_subscription(token).endpoint).hostname or "").lower().rstrip(".")
+        endpoint = parse_subscription(token).endpoint
     except ValueError:
         raise InputError("a Web Push token is the subscription JSON") from None
-    if not any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in hosts):
+    if not endpoint_allowed(endpoint, hosts):
         raise InputError("Web Push endpoint is not on a push service this install sends to "
                          "(vendors.webpush.allowed_hosts)")
     return token

@@ -232,3 +232,34 @@ def test_all_is_honest(name):
     module = importlib.import_module(name)
     assert [n for n in module.__all__ if not hasattr(module, n)] == []
     assert module.__doc__ and module.__doc__.strip()
+
+
+def test_a_stored_subscription_off_the_allow_list_is_never_posted_to(boxes, fixed, rng):
+    """Allowed at registration, then the allow-list narrowed (or stored before it existed): refused at send."""
+    allowed = boxes.webpush.new_subscription(rng)
+    data = json.loads(boxes.webpush.new_subscription(rng))
+    elsewhere = json.dumps({**data, "endpoint": data["endpoint"].replace("127.0.0.1", "localhost")})
+    config = boxes.vendor_settings().webpush
+    config.allowed_hosts = "fcm.googleapis.com"          # + the loopback sandbox host of base_url
+
+    async def go():
+        async with WebPushChannel(config, fixed) as channel:
+            return await channel.send([_msg(allowed, rng), _msg(elsewhere, rng)])
+    ok, refused = run(go())
+    assert ok.outcome is Outcome.DELIVERED
+    assert refused.outcome is Outcome.REJECTED_PAYLOAD and "allowed_hosts" in refused.reason
+    assert [a.token for a in boxes.accepted("webpush")] == [allowed]        # nothing reached any server
+
+
+@pytest.mark.parametrize(("endpoint", "allowed"), [
+    ("https://fcm.googleapis.com/fcm/send/x", True),
+    ("https://FCM.googleapis.com./fcm/send/x", True),
+    ("https://db5p.notify.windows.com/w/?token=x", True),
+    ("https://notify.windows.com/w/", False),             # *.domain covers subdomains only
+    ("https://evilfcm.googleapis.com.attacker.net/x", False),
+    ("https://169.254.169.254/latest/meta-data", False),
+])
+def test_endpoint_allowed(endpoint, allowed):
+    from engine.config import WEBPUSH_HOSTS
+    from engine.push.webpush import endpoint_allowed
+    assert endpoint_allowed(endpoint, WEBPUSH_HOSTS.split(",")) is allowed
