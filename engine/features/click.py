@@ -57,7 +57,8 @@ def click_features(
     # user_item_features keeps the input order, so its columns line up with ``base`` row for row.
     for col in USER_ITEM_FEATURES:
         out[col] = uif[col].to_numpy()
-    counts = ["i_pop_7d", "i_pop_30d", "i_pop_90d", "i_pop_total", "i_buyers", "i_buyers_30d"]
+    counts = ["i_pop_7d", "i_pop_30d", "i_pop_90d", "i_pop_total", "i_buyers", "i_buyers_30d", "i_buyers_7d",
+              "i_buyers_90d", "i_repeat_rate"]
     out[counts] = out[counts].fillna(0)
     out["i_trend"] = out["i_trend"].fillna(1.0)
     lines = out["u_lines"].to_numpy(dtype="float64")

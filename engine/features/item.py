@@ -19,6 +19,9 @@ ITEM_FEATURES: tuple[str, ...] = (
     "i_pop_total",
     "i_buyers",
     "i_buyers_30d",
+    "i_buyers_7d",
+    "i_buyers_90d",
+    "i_repeat_rate",
     "i_trend",
     "i_price",
     "i_age_days",
@@ -56,24 +59,34 @@ def item_features(db: Db, as_of: datetime, event_types: Sequence[str] = PURCHASE
                    count(*) FILTER (WHERE ts >= $as_of - INTERVAL 90 DAY) AS i_pop_90d,
                    count(*) AS i_pop_total,
                    count(DISTINCT user_id) AS i_buyers,
+                   count(DISTINCT user_id) FILTER (WHERE ts >= $as_of - INTERVAL 7 DAY) AS i_buyers_7d,
                    count(DISTINCT user_id) FILTER (WHERE ts >= $as_of - INTERVAL 30 DAY) AS i_buyers_30d,
+                   count(DISTINCT user_id) FILTER (WHERE ts >= $as_of - INTERVAL 90 DAY) AS i_buyers_90d,
                    avg(unit_price) AS paid_price,
                    epoch($as_of - min(ts)) / 86400.0 AS i_age_days
             FROM p GROUP BY item_id
+        ),
+        r AS (
+            SELECT item_id, avg(CAST(nb > 1 AS DOUBLE)) AS i_repeat_rate
+            FROM (SELECT item_id, user_id, count(DISTINCT basket) AS nb FROM p GROUP BY ALL) GROUP BY item_id
         )
         SELECT coalesce(a.item_id, it.item_id) AS item_id, it.category,
                coalesce(a.i_pop_7d, 0) AS i_pop_7d, coalesce(a.i_pop_30d, 0) AS i_pop_30d,
                coalesce(a.i_pop_90d, 0) AS i_pop_90d, coalesce(a.i_pop_total, 0) AS i_pop_total,
                coalesce(a.i_buyers, 0) AS i_buyers, coalesce(a.i_buyers_30d, 0) AS i_buyers_30d,
+               coalesce(a.i_buyers_7d, 0) AS i_buyers_7d, coalesce(a.i_buyers_90d, 0) AS i_buyers_90d,
+               coalesce(r.i_repeat_rate, 0.0) AS i_repeat_rate,
                (coalesce(a.i_pop_30d, 0) + 1.0) / (coalesce(a.pop_prev_30d, 0) + 1.0) AS i_trend,
                coalesce(a.paid_price, it.price) AS i_price,
                a.i_age_days
         FROM a FULL OUTER JOIN items it ON it.item_id = a.item_id
+        LEFT JOIN r ON r.item_id = a.item_id
         ORDER BY item_id
     """
     df = fetch_df(db, sql, {"as_of": as_of, "types": list(event_types)})
-    ints = ["i_pop_7d", "i_pop_30d", "i_pop_90d", "i_pop_total", "i_buyers", "i_buyers_30d"]
-    floats = ["i_trend", "i_price", "i_age_days"]
+    ints = ["i_pop_7d", "i_pop_30d", "i_pop_90d", "i_pop_total", "i_buyers", "i_buyers_30d", "i_buyers_7d",
+            "i_buyers_90d"]
+    floats = ["i_repeat_rate", "i_trend", "i_price", "i_age_days"]
     return df.astype({**{c: "int64" for c in ints}, **{c: "float64" for c in floats}})
 
 

@@ -30,6 +30,7 @@ USER_FEATURES: tuple[str, ...] = (
     "u_baskets_7d",
     "u_baskets_30d",
     "u_baskets_90d",
+    "u_repeat_rate",
 )
 
 
@@ -55,7 +56,8 @@ def user_features(
         ``u_tenure_days`` (days from the first purchase); ``u_baskets`` (distinct baskets/invoices);
         ``u_lines`` (purchase events); ``u_distinct_items``; ``u_monetary`` (Σ quantity × unit price,
         in the events' currency, 0 when prices are absent); ``u_baskets_7d`` / ``_30d`` / ``_90d``
-        (baskets in the last 7/30/90 days).
+        (baskets in the last 7/30/90 days); ``u_repeat_rate`` (share of the user's distinct items bought
+        in two or more baskets).
     """
     as_of = check_as_of(as_of)
     with user_view(db, user_ids) as users:
@@ -80,10 +82,12 @@ def user_features(
             lu AS (
                 SELECT user_id, count(*) AS u_lines, count(DISTINCT item_id) AS u_distinct_items
                 FROM p GROUP BY user_id
-            )
+            ),
+            ib AS (SELECT user_id, item_id, count(DISTINCT basket) AS nb FROM p GROUP BY ALL),
+            ru AS (SELECT user_id, avg(CAST(nb > 1 AS DOUBLE)) AS u_repeat_rate FROM ib GROUP BY user_id)
             SELECT bu.user_id, u_recency_days, u_tenure_days, u_baskets, u_lines, u_distinct_items,
-                   u_monetary, u_baskets_7d, u_baskets_30d, u_baskets_90d
-            FROM bu JOIN lu USING (user_id)
+                   u_monetary, u_baskets_7d, u_baskets_30d, u_baskets_90d, u_repeat_rate
+            FROM bu JOIN lu USING (user_id) JOIN ru USING (user_id)
             ORDER BY bu.user_id
         """
         df = fetch_df(db, sql, {"as_of": as_of, "types": list(event_types)})
@@ -92,5 +96,5 @@ def user_features(
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     ints = ["u_baskets", "u_lines", "u_distinct_items", "u_baskets_7d", "u_baskets_30d", "u_baskets_90d"]
-    floats = ["u_recency_days", "u_tenure_days", "u_monetary"]
+    floats = ["u_recency_days", "u_tenure_days", "u_monetary", "u_repeat_rate"]
     return df.astype({**{c: "int64" for c in ints}, **{c: "float64" for c in floats}})

@@ -21,7 +21,16 @@ USER_ITEM_FEATURES: tuple[str, ...] = (
     "ui_category_share",
     "ui_cooc_score",
     "ui_cooc_max",
+    "ui_baskets",
+    "ui_baskets_30d",
+    "ui_quantity",
+    "ui_decayed",
+    "ui_share",
+    "ui_gap_ratio",
 )
+
+#: Half-life of ``ui_decayed``, in days: a basket bought this long ago counts half.
+HALF_LIFE_DAYS = 90.0
 
 
 def user_item_features(
@@ -46,7 +55,14 @@ def user_item_features(
         (days since they last bought it, NaN if never); ``ui_category_count`` (purchases of items in
         the item's category, 0 when the category is unknown); ``ui_category_share`` (that count over
         all the user's purchases, 0 without history); ``ui_cooc_score`` (Σ similarity between the item
-        and the distinct items the user bought, over the item's top neighbours); ``ui_cooc_max``.
+        and the distinct items the user bought, over the item's top neighbours); ``ui_cooc_max``;
+        ``ui_baskets`` (distinct baskets holding the item: a basket with two lines of it counts once);
+        ``ui_baskets_30d`` (of those, in the last 30 days); ``ui_quantity`` (Σ quantity);
+        ``ui_decayed`` (Σ over those baskets of 0.5 ** (age in days / :data:`HALF_LIFE_DAYS`));
+        ``ui_share`` (``ui_baskets`` over the user's Σ ``ui_baskets`` of all items, 0 without
+        history); ``ui_gap_ratio`` (how overdue a repurchase is: ``ui_days_since`` / (the mean days
+        between the item's first and last basket per repeat + 1); 0 when bought in fewer than two
+        baskets). All 0 for an item the user never bought.
 
     Raises:
         InputError: ``pairs`` lacks a ``user_id`` or ``item_id`` column.
@@ -62,8 +78,17 @@ def user_item_features(
     with registered(db, frame, "pw_pairs") as pv, registered(db, neighbors, "pw_nb") as nb:
         sql = f"""
             WITH p AS ({purchases_cte()} AND e.user_id IN (SELECT user_id FROM {pv})),
-            ui AS (SELECT user_id, item_id, count(*) AS n, max(ts) AS last_ts FROM p GROUP BY ALL),
-            ut AS (SELECT user_id, sum(n) AS total FROM ui GROUP BY ALL),
+            ub AS (
+                SELECT user_id, item_id, basket, count(*) AS n, min(ts) AS ts, sum(quantity) AS q
+                FROM p GROUP BY ALL
+            ),
+            ui AS (
+                SELECT user_id, item_id, sum(n) AS n, count(*) AS nb, max(ts) AS last_ts, min(ts) AS first_ts,
+                       count(*) FILTER (WHERE ts >= $as_of - INTERVAL 30 DAY) AS nb30, sum(q) AS qty,
+                       sum(pow(0.5, epoch($as_of - ts) / 86400.0 / $half_life)) AS decayed
+                FROM ub GROUP BY ALL
+            ),
+            ut AS (SELECT user_id, sum(n) AS total, sum(nb) AS total_nb FROM ui GROUP BY ALL),
             uc AS (
                 SELECT ui.user_id, it.category, sum(ui.n) AS n
                 FROM ui JOIN items it ON it.item_id = ui.item_id
@@ -82,7 +107,14 @@ def user_item_features(
                    coalesce(uc.n, 0) AS ui_category_count,
                    coalesce(uc.n / ut.total, 0.0) AS ui_category_share,
                    coalesce(co.score, 0.0) AS ui_cooc_score,
-                   coalesce(co.mx, 0.0) AS ui_cooc_max
+                   coalesce(co.mx, 0.0) AS ui_cooc_max,
+                   coalesce(ui.nb, 0) AS ui_baskets,
+                   coalesce(ui.nb30, 0) AS ui_baskets_30d,
+                   coalesce(ui.qty, 0.0) AS ui_quantity,
+                   coalesce(ui.decayed, 0.0) AS ui_decayed,
+                   coalesce(ui.nb / ut.total_nb, 0.0) AS ui_share,
+                   CASE WHEN ui.nb > 1 THEN epoch($as_of - ui.last_ts)
+                        / (epoch(ui.last_ts - ui.first_ts) / (ui.nb - 1) + 86400.0) ELSE 0.0 END AS ui_gap_ratio
             FROM {pv} pr
             LEFT JOIN ui ON ui.user_id = pr.user_id AND ui.item_id = pr.item_id
             LEFT JOIN ut ON ut.user_id = pr.user_id
@@ -91,7 +123,7 @@ def user_item_features(
             LEFT JOIN co ON co.pair_no = pr.pair_no
             ORDER BY pr.pair_no
         """
-        df = fetch_df(db, sql, {"as_of": as_of, "types": list(event_types)})
+        df = fetch_df(db, sql, {"as_of": as_of, "types": list(event_types), "half_life": HALF_LIFE_DAYS})
     return df.astype(
         {
             "ui_count": "int64",
@@ -100,5 +132,11 @@ def user_item_features(
             "ui_category_share": "float64",
             "ui_cooc_score": "float64",
             "ui_cooc_max": "float64",
+            "ui_baskets": "int64",
+            "ui_baskets_30d": "int64",
+            "ui_quantity": "float64",
+            "ui_decayed": "float64",
+            "ui_share": "float64",
+            "ui_gap_ratio": "float64",
         }
     )

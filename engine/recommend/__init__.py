@@ -137,7 +137,7 @@ def recommend(
         catalog: the campaign's item restriction.
         max_candidates: keep only each user's best-scored candidates before the policy draws
             (a campaign's ``max_candidates``); all when None.
-        batch_users: users per batch (bounds memory at about 60 candidate rows per user).
+        batch_users: users per batch (bounds memory at about 100 candidate rows per user).
 
     Returns:
         :data:`~engine.recommend.policy.CHOICE_COLUMNS` (``user_id``, ``item_id``, ``position``,

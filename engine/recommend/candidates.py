@@ -82,7 +82,7 @@ def generate_candidates(
     user_ids: Sequence[str] | None = None,
     *,
     catalog: CatalogRule | None = None,
-    n_own: int = 20,
+    n_own: int = 100,
     n_cooc: int = 20,
     n_popular: int = 20,
     popular_days: int = 30,
@@ -91,8 +91,8 @@ def generate_candidates(
 ) -> pd.DataFrame:
     """Candidate items per user, from purchases before ``as_of`` only.
 
-    Three sources, each capped: the user's own most-bought items (``n_own``, by count then
-    recency), items bought together with theirs that they have not bought (``n_cooc``, by summed
+    Three sources, each capped: the user's own most-bought items (``n_own``, by distinct baskets
+    then recency; 100 covers every own item of nine customers in ten on Online Retail), items bought together with theirs that they have not bought (``n_cooc``, by summed
     similarity from the user's ``cooc_seeds`` most recent items to those items' ``cooc_seeds`` nearest
     neighbours: bounded seeds keep this linear in users) and the most popular items of the last ``popular_days`` days
     (``n_popular``, the same for everyone; all-time counts break ties and fill quiet windows).
@@ -130,10 +130,13 @@ def generate_candidates(
             WITH pa AS ({purchases_cte()}),
             p AS (SELECT * FROM pa {p_users}),
             us AS ({users_sql}),
-            ui AS (SELECT user_id, item_id, count(*) AS n, max(ts) AS last_ts FROM p GROUP BY ALL),
+            ui AS (
+                SELECT user_id, item_id, count(*) AS n, count(DISTINCT basket) AS nb, max(ts) AS last_ts
+                FROM p GROUP BY ALL
+            ),
             own AS (
                 SELECT user_id, item_id, 'own' AS src FROM ui WHERE {allowed('item_id')}
-                QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY n DESC, last_ts DESC, item_id) <= $n_own
+                QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY nb DESC, last_ts DESC, item_id) <= $n_own
             ),
             seeds AS (
                 SELECT user_id, item_id FROM ui

@@ -29,10 +29,10 @@ class ClickData:
         push_window_hours: a push counts as clicked if its ``push_click`` came within this window.
     """
 
-    label_days: int = 14
+    label_days: int = 30
     category_label: float = 0.25
     negatives_per_user: int = 10
-    n_own: int = 20
+    n_own: int = 100
     n_cooc: int = 20
     n_popular: int = 20
     push_window_hours: int = 72

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 
 from engine.errors import InputError
 from engine.recommend import CANDIDATE_COLUMNS, CatalogRule, generate_candidates
+from engine.training.synthetic import insert_events
 
 AS_OF = datetime(2011, 2, 1, tzinfo=UTC)
 
@@ -61,6 +64,22 @@ def test_caps_per_source(small_store) -> None:
     cands = generate_candidates(small_store, AS_OF, n_own=1, n_cooc=0, n_popular=0)
     assert as_sets(cands)[("u1", "a")] == {"own"}
     assert cands.groupby("user_id").size().max() == 1
+
+
+def _line(i: int, item: str, day: int, invoice: str) -> dict:
+    return {"event_id": f"u4-{i}", "user_id": "u4", "item_id": item, "event_type": "purchase",
+            "ts": pd.Timestamp(datetime(2011, 1, 1, 12, tzinfo=UTC) + timedelta(days=day)),
+            "properties": json.dumps({"invoice": invoice, "quantity": 1}), "source": "test"}
+
+
+def test_own_items_are_capped_by_baskets_not_lines(small_store) -> None:
+    """u4 bought x as three lines of one basket, then y in two baskets: y is the one kept under a cap of one."""
+    insert_events(small_store, pd.DataFrame([
+        _line(0, "x", 2, "I20"), _line(1, "x", 2, "I20"), _line(2, "x", 2, "I20"),
+        _line(3, "y", 3, "I21"), _line(4, "y", 4, "I22"),
+    ]))
+    cands = generate_candidates(small_store, AS_OF, ["u4"], n_own=1, n_cooc=0, n_popular=0)
+    assert cands["item_id"].tolist() == ["y"]
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def test_promotes_only_a_challenger_that_wins_by_the_margin(shop, tmp_path):
     assert np.isnan(runs["gain"].iloc[2])
     # the data window is recorded: the eval window is the newest label window before the data's end
     row = runs.iloc[0]
-    assert row["eval_end"] - row["eval_start"] == timedelta(days=14)
+    assert row["eval_end"] - row["eval_start"] == timedelta(days=WEAK.data.label_days)
     assert row["train_until"] == row["eval_end"] <= AS_OF
     assert set(row["metrics"]) == {"n_eval_rows", "challenger", "champion"} and row["metrics"]["n_eval_rows"] > 100
 

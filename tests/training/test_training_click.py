@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -10,7 +11,7 @@ from training_setup import AS_OF, FAST_CLICK, START, TRAINED_AT
 
 from engine.clock import FixedClock
 from engine.features import CLICK_FEATURES, user_item_features
-from engine.training import ClickConfig, push_rows, train_click
+from engine.training import push_rows, train_click
 from engine.training.click_data import ClickData
 
 
@@ -55,8 +56,7 @@ def test_click_model_learns_from_push_outcomes(pushed, tmp_path) -> None:
     # Pushes are clicked only for items the user never buys: the opposite of the purchase signal.
     # Only a model that learned from the push rows can rank them right.
     assert with_push.metrics["push_auc"] > 0.75
-    no_push = train_click(store, AS_OF, tmp_path, FixedClock(TRAINED_AT), ClickConfig(
-        num_boost_round=40, min_data_in_leaf=20, push_weight=1e-9))
+    no_push = train_click(store, AS_OF, tmp_path, FixedClock(TRAINED_AT), replace(FAST_CLICK, push_weight=1e-9))
     assert no_push.metrics["push_auc"] < 0.5
 
 
@@ -69,4 +69,7 @@ def test_click_features_are_the_cards_features(trained) -> None:
     assert end <= AS_OF  # anchored just after the last purchase before as_of
     assert datetime.fromisoformat(window["eval_snapshot"]) == end - timedelta(days=14)
     assert window["train_snapshots"] == [(end - timedelta(days=14 * k)).isoformat() for k in (4, 3, 2)]
+    # The served booster is refit with the judged window added: one snapshot more, more rows.
+    assert window["served_fit_snapshots"] == [*window["train_snapshots"], window["eval_snapshot"]]
+    assert click.metrics["n_refit_rows"] > click.metrics["n_train_rows"]
     assert np.isfinite(click.metrics["log_loss"])
