@@ -65,13 +65,21 @@ def print_models(results) -> None:
 
 
 def plan(store: Store, settings: Settings, campaign, as_of: datetime | None, clock: Clock | None = None):
-    """Plan ``campaign`` with the latest trained models."""
+    """Plan ``campaign`` with this database's models (:func:`models_used` says which)."""
     from engine.schedule.planner import plan_campaign
     from engine.schedule.policies import model_hour_ranker, model_item_chooser
 
     models_dir = Path(settings.models_dir)
     return plan_campaign(store, campaign, model_item_chooser(models_dir), model_hour_ranker(models_dir),
                          as_of=as_of, seed=settings.seed, clock=clock)
+
+
+def models_used(store: Store, settings: Settings) -> dict[str, str]:
+    """The click and send-time model versions planning uses on ``store``, each with the reason."""
+    from engine.training.artifacts import serving_version
+
+    return {name: serving_version(store, Path(settings.models_dir), name).describe()
+            for name in ("click", "send_time")}
 
 
 def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 0.0,
@@ -134,15 +142,33 @@ def dispatch(store: Store, settings: Settings, *, sandbox: bool, speed: float = 
 # ------------------------------------------------------------------------------------------------
 # The demo
 
+def _made_by_demo(path: Path) -> bool:
+    """Whether ``path`` is a DuckDB file holding the demo's marker table, read without writing to it."""
+    import duckdb
+
+    from engine.errors import StoreBusyError
+
+    try:
+        con = duckdb.connect(str(path), read_only=True)  # a Store would run the migrations into it
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise StoreBusyError(f"{path} is locked by another Pushwise process (DuckDB allows one writer); "
+                                 "stop it or point --db at another file") from exc
+        return False  # not a DuckDB file at all
+    except duckdb.Error:
+        return False
+    try:
+        return bool(con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'demo_marker'").fetchone()[0])
+    finally:
+        con.close()
+
+
 def _prepare_db(path: Path, force: bool) -> None:
-    """Start from an empty database, but never wipe one the demo did not create."""
-    if path.exists():
-        with Store(path) as store:
-            made_by_demo = store.scalar(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'demo_marker'")
-        if not made_by_demo and not force:
-            raise InputError(f"{path} exists and was not created by `pushwise demo`; "
-                             "pass --db for another file or --force to replace it")
+    """Start from an empty database, but never wipe (nor write to) one the demo did not create."""
+    if path.exists() and not force and not _made_by_demo(path):
+        raise InputError(f"{path} exists and was not created by `pushwise demo`; "
+                         "pass --db for another file or --force to replace it")
     for p in (path, Path(str(path) + ".wal")):
         p.unlink(missing_ok=True)
 
@@ -208,6 +234,9 @@ def run_demo(settings: Settings, *, fast: bool = False, force: bool = False, spe
             print_models(results)
 
         say(f"4/6 plan campaign {campaign.campaign_id!r}")
+        used = models_used(store, settings)
+        for line in used.values():
+            say(f"    model {line}")
         report = plan(store, settings, campaign, campaign.as_of)
         say(f"    audience {report.audience:,}: {report.sends:,} sends, {report.holdout:,} holdout, "
             f"skipped {report.skipped}")
@@ -221,6 +250,7 @@ def run_demo(settings: Settings, *, fast: bool = False, force: bool = False, spe
         say(f"    {engagement}")
 
         summary = _summary(store, reports, results, report, dispatched, engagement, population)
+        summary["models_used"] = used
         summary["seconds"] = round(time.monotonic() - t0, 1)
         store.publish_snapshot()
     out = Path(settings.reports_dir) / "demo-summary.json"
@@ -239,8 +269,34 @@ def funnel_summary(con) -> dict[str, int]:
     return {str(r.stage): int(r.count) for r in f.itertuples()}
 
 
+def funnel_notes() -> dict[str, Any]:
+    """Which funnel stages the sandbox simulates, and why ``converted`` can exceed ``clicked``."""
+    return {
+        "simulated": ["opened", "clicked"],
+        "note": "opened and clicked are simulated (no phone exists in the sandbox); converted counts "
+                "delivered pushes whose user bought the pushed item in the 14-day attribution window, "
+                "with or without a click, so it can exceed clicked",
+    }
+
+
+REPLAY_CAVEAT = (
+    "This is a replay of historical data: grounded conversions are real past purchases from the Online "
+    "Retail log, which the sandbox pushes cannot have caused, so the treatment - holdout difference is "
+    "not a push effect (under random assignment it is chance); only the simulated incremental conversions "
+    "in the treatment arm ({simulated}) stand for what a push could add."
+)
+
+
+def _nan_to_none(x: float, digits: int) -> float | None:
+    return None if x != x else round(float(x), digits)
+
+
 def holdout_summary(con) -> dict[str, Any]:
-    """Per arm users and conversion rate (95% Wilson interval), and the difference with its interval."""
+    """Per arm users and conversion rate (95% Wilson interval), the difference and the replay caveat.
+
+    The difference is treatment minus holdout conversion rate (proportion units) with its 95% Newcombe
+    hybrid-score interval and the two-sided pooled z-test p-value (:func:`engine.analytics.compare_arms`).
+    """
     from engine.analytics import arm_outcomes, compare_arms
 
     arms = arm_outcomes(con)
@@ -248,17 +304,20 @@ def holdout_summary(con) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for r in conv.itertuples():
         out[str(r.arm)] = {"users": int(r.users), "conversions": int(r.conversions),
-                           "conversion_rate": round(float(r.rate), 5),
-                           "ci95": [round(float(r.ci_low), 5), round(float(r.ci_high), 5)]}
+                           "simulated_conversions": int(r.simulated_conversions),
+                           "conversion_rate": _nan_to_none(r.rate, 5),
+                           "ci95": [_nan_to_none(r.ci_low, 5), _nan_to_none(r.ci_high, 5)]}
     cmp = compare_arms(arms)
     row = cmp[cmp["outcome"] == "converted"]
     if len(row):
         r = row.iloc[0]
-        out["difference"] = {"absolute": round(float(r["difference"]), 5),
-                             "ci95": [round(float(r["diff_low"]), 5), round(float(r["diff_high"]), 5)],
-                             "p_value": round(float(r["p_value"]), 4),
-                             "relative_uplift": None if r["relative_uplift"] != r["relative_uplift"]
-                             else round(float(r["relative_uplift"]), 4)}
+        out["difference"] = {"absolute": _nan_to_none(r["difference"], 5),
+                             "ci95": [_nan_to_none(r["diff_low"], 5), _nan_to_none(r["diff_high"], 5)],
+                             "p_value": _nan_to_none(r["p_value"], 4),
+                             "relative_uplift": _nan_to_none(r["relative_uplift"], 4),
+                             "interval": "95% Newcombe hybrid score; p-value: two-sided pooled z-test"}
+    simulated = out.get("treatment", {}).get("simulated_conversions", 0)
+    out["caveat"] = REPLAY_CAVEAT.format(simulated=f"{simulated:,}")
     return out
 
 
@@ -274,6 +333,7 @@ def _summary(store: Store, reports, results, plan_report, dispatched, engagement
             "SELECT vendor, count(*) FROM sends GROUP BY vendor ORDER BY vendor").fetchall()),
         "send_states": dispatched["states"],
         "funnel": funnel_summary(store.con),
+        "funnel_notes": funnel_notes(),
         "holdout": holdout_summary(store.con),
         "simulated": {"population": population, "engagement": engagement,
                       "note": "devices, consent, opens, clicks and incremental conversions are simulated; "
@@ -290,8 +350,23 @@ def _print_summary(s: dict[str, Any], path: Path) -> None:
         print(f"  model {name:<14} {m['metric']} {m['value']:.4f} vs {m['baseline']} {m['baseline_value']:.4f}")
     print(f"  sends planned        {s['sends_planned']:>10,}   by vendor {s['sends_by_vendor']}")
     print("  funnel               " + " → ".join(f"{k} {v:,}" for k, v in s["funnel"].items()))
+    if "funnel_notes" in s:
+        print(_wrap("  funnel note          ", s["funnel_notes"]["note"]))
     for arm, h in s["holdout"].items():
-        if isinstance(h, dict) and "users" in h:
-            print(f"  {arm:<20} {h['users']:>6,} users, conversion {h['conversion_rate']:.2%}")
+        if isinstance(h, dict) and "users" in h and h["conversion_rate"] is not None:
+            print(f"  {arm:<20} {h['users']:>6,} users, conversion {h['conversion_rate']:.2%} "
+                  f"(95% CI {h['ci95'][0]:.2%} to {h['ci95'][1]:.2%})")
+    d = s["holdout"].get("difference")
+    if d and d["absolute"] is not None:
+        print(f"  difference           {100 * d['absolute']:+.2f} pp (95% CI {100 * d['ci95'][0]:+.2f} to "
+              f"{100 * d['ci95'][1]:+.2f} pp), p = {d['p_value']:.3f}")
+    if "caveat" in s["holdout"]:
+        print(_wrap("  caveat               ", s["holdout"]["caveat"]))
     print(f"  seconds              {s['seconds']:>10}")
     print(f"  written to {path}")
+
+
+def _wrap(label: str, text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=100, initial_indent=label, subsequent_indent=" " * len(label))

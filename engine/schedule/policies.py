@@ -38,7 +38,7 @@ from engine.recommend.shortlist import (
 from engine.schedule.campaign import Campaign
 from engine.schedule.planner import HourRanker
 from engine.store import Store
-from engine.training.artifacts import TrainedModel, load_model
+from engine.training.artifacts import ServingChoice, TrainedModel, load_serving_model
 
 __all__ = ["ModelItemChooser", "model_hour_ranker", "model_item_chooser"]
 
@@ -54,16 +54,24 @@ MIN_RECALL = 0.99
 CALIBRATION_USERS = 2_000
 
 
-def _load(models_dir: Path, name: str) -> TrainedModel:
+def _load(store: Store, models_dir: Path, name: str) -> tuple[TrainedModel, ServingChoice]:
+    """This database's champion (or newest trained) version; the folder's only when the database has none."""
     try:
-        # the version scheduled retraining promoted; the newest one until anything was promoted
-        return load_model(models_dir, name, "champion")
+        model, choice = load_serving_model(store, models_dir, name)
     except ModelError as exc:
         raise ModelError(str(exc)) from None
+    if choice.source == "folder":
+        log.warning("planning with %s", choice.describe())
+    else:
+        log.info("planning with %s", choice.describe())
+    return model, choice
 
 
 class ModelItemChooser:
-    """An :data:`~engine.schedule.planner.ItemChooser` over the champion ``click`` model.
+    """An :data:`~engine.schedule.planner.ItemChooser` over the planned database's ``click`` model.
+
+    The model is the one :func:`~engine.training.artifacts.serving_version` picks for the store it
+    is called with; after a call :attr:`choice` says which version that was and why.
 
     Args:
         models_dir: where ``click/<version>/`` lives.
@@ -90,11 +98,12 @@ class ModelItemChooser:
         self.calibration_users, self.batch_users, self.scorer = calibration_users, batch_users, scorer
         self.recall: ShortlistRecall | None = None
         self.stage: FirstStage | None = None
+        self.choice: ServingChoice | None = None
         self.seconds: dict[str, list[float]] = {}
 
     def __call__(self, store: Store, user_ids: list[str], c: Campaign, as_of: datetime,
                  rng: np.random.Generator) -> pd.DataFrame:
-        model = _load(self.models_dir, "click")
+        model, self.choice = _load(store, self.models_dir, "click")
         scorer = self.scorer(model) if self.scorer else model
         policy = EpsilonGreedy(epsilon=c.epsilon, top_k=self.top_k)
         catalog = CatalogRule(
@@ -203,15 +212,15 @@ class _StageClock:
 
 
 def model_item_chooser(models_dir: Path, top_k: int = 10) -> ModelItemChooser:
-    """One item per user from the champion ``click`` model, epsilon-greedy with the campaign's epsilon."""
+    """One item per user from the database's ``click`` model, epsilon-greedy with the campaign's epsilon."""
     return ModelItemChooser(models_dir, top_k)
 
 
 def model_hour_ranker(models_dir: Path, k: int = 3) -> HourRanker:
-    """Each user's ``k`` best local hours of the week from the latest ``send_time`` model."""
+    """Each user's ``k`` best local hours of the week from the database's ``send_time`` model."""
 
     def rank(store: Store, user_ids: list[str], as_of: datetime) -> pd.DataFrame:
-        model = _load(models_dir, "send_time")
+        model, _ = _load(store, models_dir, "send_time")
         hours = best_send_hours(model, store.con, user_ids, as_of, k=k)
         return hours[["user_id", "rank", "weekday", "local_hour"]]
 

@@ -10,15 +10,19 @@ No phone exists in the sandbox, so reactions are simulated — but from what the
   Clicked pushes that were not followed by a real purchase convert with a small probability: these
   are the simulated incremental conversions, marked ``grounded: false``.
 
-Every event written here has ``simulated = true`` and ``source = 'simulation'``; running it twice adds
-nothing (events have deterministic ids).
+Every event written here has ``simulated = true`` and ``source = 'simulation'``. Each send is judged
+once: its random numbers come from ``(seed, send_id)`` alone, and the send is recorded in
+``sim_engagement`` (migration 009) whether or not it drew a reaction, so a re-run judges only sends
+delivered since and adds nothing for the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,8 @@ import pandas as pd
 from engine.store import Store
 
 __all__ = ["EngagementModel", "simulate_engagement"]
+
+_Z = NormalDist()
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,10 @@ class EngagementModel:
 
 def simulate_engagement(store: Store, seed: int = 7, model: EngagementModel = EngagementModel(),
                         now: datetime | None = None) -> dict[str, int]:
-    """Write simulated push_open / push_click / conversion events for delivered sends that have none.
+    """Write simulated push_open / push_click / conversion events for delivered sends not judged before.
 
-    Returns counts: ``delivered_considered``, ``opens``, ``clicks``, ``conversions_grounded``,
-    ``conversions_incremental``.
+    Returns counts of the sends judged by this call: ``delivered_considered``, ``opens``, ``clicks``,
+    ``conversions_grounded``, ``conversions_incremental``.
     """
     d = store.df(
         """WITH todo AS (
@@ -54,6 +60,8 @@ def simulate_engagement(store: Store, seed: int = 7, model: EngagementModel = En
                       u.time_zone
                FROM sends s JOIN decisions dc USING (decision_id) JOIN users u ON u.user_id = s.user_id
                WHERE s.state = 'delivered'
+                 AND NOT EXISTS (SELECT 1 FROM sim_engagement j WHERE j.send_id = s.send_id)
+                 -- sends judged before migration 009 are known by their reactions
                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.source = 'simulation'
                                  AND e.properties->>'send_id' = s.send_id)
            )
@@ -73,18 +81,20 @@ def simulate_engagement(store: Store, seed: int = 7, model: EngagementModel = En
             "conversions_incremental": 0}
     if d.empty:
         return zero
-    rng = np.random.default_rng(seed)
     n = len(d)
+    u = _send_uniforms(d["send_id"], seed)  # columns: open, click, incremental, open delay, click delay, conversion delay
     relevant = d["real_purchase_at"].notna().to_numpy()
     p_open = np.where(relevant, model.open_relevant, model.open_base) + np.where(
         d["well_timed"].to_numpy(), model.open_well_timed_bonus, 0.0)
-    opened = rng.random(n) < p_open
-    clicked = opened & (rng.random(n) < np.where(relevant, model.click_given_open_relevant, model.click_given_open))
-    incremental = clicked & ~relevant & (rng.random(n) < model.incremental_conversion_given_click)
+    opened = u[:, 0] < p_open
+    clicked = opened & (u[:, 1] < np.where(relevant, model.click_given_open_relevant, model.click_given_open))
+    incremental = clicked & ~relevant & (u[:, 2] < model.incremental_conversion_given_click)
     sent = pd.to_datetime(d["sent_at"], utc=True)
-    open_at = sent + pd.to_timedelta(rng.lognormal(np.log(20 * 60), 1.0, n), unit="s")
-    click_at = open_at + pd.to_timedelta(rng.uniform(2, 60, n), unit="s")
-    incr_at = click_at + pd.to_timedelta(rng.uniform(600, 6 * 3600, n), unit="s")
+    # open delay: lognormal with median 20 minutes (sigma 1), by the inverse normal CDF of the uniform
+    open_delay = np.exp(np.log(20 * 60) + 1.0 * np.array([_Z.inv_cdf(x) for x in u[:, 3]]))
+    open_at = sent + pd.to_timedelta(open_delay, unit="s")
+    click_at = open_at + pd.to_timedelta(2 + 58 * u[:, 4], unit="s")
+    incr_at = click_at + pd.to_timedelta(600 + (6 * 3600 - 600) * u[:, 5], unit="s")
     real_at = pd.to_datetime(d["real_purchase_at"], utc=True)
 
     frames = [
@@ -94,7 +104,9 @@ def simulate_engagement(store: Store, seed: int = 7, model: EngagementModel = En
         _events(d[incremental], "conversion", incr_at[incremental], {"grounded": False}),
     ]
     events = pd.concat(frames, ignore_index=True)
-    events["ingested_at"] = pd.Timestamp(now or datetime.now().astimezone())
+    stamp = pd.Timestamp(now or datetime.now().astimezone())
+    events["ingested_at"] = stamp
+    judged = pd.DataFrame({"send_id": d["send_id"].to_numpy()})
     with store.transaction() as con:
         con.register("pw_sim_events", events)
         con.execute(
@@ -105,6 +117,10 @@ def simulate_engagement(store: Store, seed: int = 7, model: EngagementModel = En
                WHERE md5('simulation|' || event_type || '|' || send_id) NOT IN (SELECT event_id FROM events)"""
         )
         con.unregister("pw_sim_events")
+        con.register("pw_sim_judged", judged)
+        con.execute("INSERT OR IGNORE INTO sim_engagement SELECT send_id, $at, $seed FROM pw_sim_judged",
+                    {"at": stamp, "seed": seed})
+        con.unregister("pw_sim_judged")
     return {"delivered_considered": n, "opens": int(opened.sum()), "clicks": int(clicked.sum()),
             "conversions_grounded": int(relevant.sum()), "conversions_incremental": int(incremental.sum())}
 
@@ -115,3 +131,10 @@ def _events(rows: pd.DataFrame, kind: str, ts: pd.Series, extra: dict) -> pd.Dat
         "send_id": rows["send_id"].to_numpy(), "user_id": rows["user_id"].to_numpy(),
         "item_id": rows["item_id"].to_numpy(), "event_type": kind, "ts": ts.to_numpy(), "properties": props,
     })
+
+
+def _send_uniforms(send_ids: pd.Series, seed: int) -> np.ndarray:
+    """Six uniforms in (0, 1) per send, from ``(seed, send_id)`` only (so not from the batch it is judged in)."""
+    digests = b"".join(hashlib.blake2b(f"{seed}|{s}".encode(), digest_size=48).digest() for s in send_ids)
+    words = np.frombuffer(digests, dtype="<u8").reshape(len(send_ids), 6)
+    return ((words >> np.uint64(11)).astype("float64") + 0.5) / float(1 << 53)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,33 +36,41 @@ def seed_population(
     source: str | None = "online_retail",
     shares: PopulationShares = PopulationShares(),
 ) -> dict[str, int]:
-    """Create one simulated device and consent rows for every user of ``source`` that has none.
+    """Create one simulated device and consent rows for every user of ``source`` never seeded before.
 
-    Returns counts: ``users``, ``devices``, ``opted_out``, ``uninstalled``.
+    A user counts as seeded once it has a device or a push consent row (users drawn without the app
+    get consent rows too), so a re-run leaves everyone already seeded alone. Each user's outcome is
+    drawn from ``(seed, user_id)`` alone, so it does not depend on which run or batch seeds the user.
+
+    Returns counts: ``users``, ``devices``, ``opted_out``, ``uninstalled`` (of the users seeded now).
     """
     source_filter = "AND u.source = $source" if source else ""
     params: dict = {"now": now, **({"source": source} if source else {})}
     users = store.df(
         f"""SELECT u.user_id, coalesce(u.first_seen, $now) AS first_seen FROM users u
-            WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.user_id = u.user_id) {source_filter}
+            WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.user_id = u.user_id)
+              AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.user_id = u.user_id AND c.channel = 'push')
+              {source_filter}
             ORDER BY u.user_id""",
         params,
     )
     n = len(users)
     if n == 0:
         return {"users": 0, "devices": 0, "opted_out": 0, "uninstalled": 0}
-    rng = np.random.default_rng(seed)
-    has_app = rng.random(n) >= shares.without_app
-    ios = rng.random(n) < shares.ios
-    opted_out = rng.random(n) < shares.marketing_opt_out
-    uninstalled = has_app & (rng.random(n) < shares.uninstalled)
-    token_rng = random.Random(seed)
-    tokens = [new_apns_token(token_rng) if i else new_fcm_token(token_rng) for i in ios]
+    u = _user_uniforms(users["user_id"], seed)
+    has_app = u[:, 0] >= shares.without_app
+    ios = u[:, 1] < shares.ios
+    opted_out = u[:, 2] < shares.marketing_opt_out
+    uninstalled = has_app & (u[:, 3] < shares.uninstalled)
+    tokens = [new_apns_token(random.Random(f"{seed}|token|{user}")) if i
+              else new_fcm_token(random.Random(f"{seed}|token|{user}"))
+              for user, i in zip(users["user_id"], ios, strict=True)]
     keyring = load_keyring()  # devices.token holds AES-GCM ciphertext; token_hash serves lookups
 
     registered = pd.to_datetime(users["first_seen"], utc=True)
     devices = pd.DataFrame({
-        "device_id": [f"dev:{u.split(':', 1)[-1]}:{k}" for k, u in enumerate(users["user_id"])],
+        # a stable id per user (an earlier version numbered devices by their position in the run)
+        "device_id": [f"dev:{u.split(':', 1)[-1]}:sim" for u in users["user_id"]],
         "user_id": users["user_id"],
         "vendor": np.where(ios, "apns", "fcm"),
         "app_id": APP_ID,
@@ -94,3 +103,10 @@ def seed_population(
             con.unregister(name)
     return {"users": n, "devices": int(has_app.sum()), "opted_out": int(opted_out.sum()),
             "uninstalled": int(uninstalled.sum())}
+
+
+def _user_uniforms(user_ids: pd.Series, seed: int) -> np.ndarray:
+    """Four uniforms in [0, 1) per user (has app, iOS, opted out, uninstalled), from ``(seed, user_id)`` only."""
+    digests = b"".join(hashlib.blake2b(f"{seed}|{u}".encode(), digest_size=32).digest() for u in user_ids)
+    words = np.frombuffer(digests, dtype="<u8").reshape(len(user_ids), 4)
+    return (words >> np.uint64(11)).astype("float64") / float(1 << 53)

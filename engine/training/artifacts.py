@@ -1,5 +1,10 @@
 """Model artifacts: ``models/<name>/<version>/`` holding ``model.txt`` and ``card.json``, and their ``model_runs`` row.
 
+Which version a database plans and serves with is :func:`serving_version`: the champion its own
+retraining promoted, else the newest model trained on it (its ``model_runs``), and only when it records
+neither, the models folder's ``CHAMPION`` pointer or newest version — one ``models/`` folder may serve
+several databases, and a model trained on a test database must not become every database's model.
+
 A version is the UTC training time from the injected clock, ``YYYYMMDDTHHMMSSZ``; a second model of
 the same name trained within the same second gets ``-02``, ``-03``… so versions still sort by time.
 """
@@ -24,7 +29,8 @@ from engine.clock import Clock
 from engine.errors import ModelError, StoreError
 from engine.features.base import Db, connection
 
-__all__ = ["TrainedModel", "library_versions", "load_model", "record_run", "save_model"]
+__all__ = ["ServingChoice", "TrainedModel", "library_versions", "load_model", "load_serving_model", "record_run",
+           "save_model", "serving_version"]
 
 MODEL_FILE = "model.txt"
 CARD_FILE = "card.json"
@@ -110,14 +116,7 @@ def load_model(models_dir: str | Path, name: str, version: str = "latest") -> Tr
         ModelError: no such model or version, or its files are unreadable.
     """
     root = Path(models_dir) / name
-    if version == "champion":  # the version scheduled retraining promoted (engine.training.retrain)
-        pointer = root / CHAMPION_FILE
-        version = pointer.read_text().strip() if pointer.is_file() else "latest"
-    if version == "latest":
-        versions = sorted(p.name for p in root.glob("*") if (p / CARD_FILE).is_file() and not p.name.startswith("."))
-        if not versions:
-            raise ModelError(f"no trained model named {name!r} in {models_dir}; run `pushwise train` first")
-        version = versions[-1]
+    version = _folder_version(models_dir, name, version)
     path = root / version
     if not (path / CARD_FILE).is_file() or not (path / MODEL_FILE).is_file():
         raise ModelError(f"model {name!r} has no version {version!r} in {models_dir}")
@@ -127,6 +126,70 @@ def load_model(models_dir: str | Path, name: str, version: str = "latest") -> Tr
     except (OSError, ValueError, lgb.basic.LightGBMError) as exc:
         raise ModelError(f"cannot load model {name}/{version}: {exc}") from exc
     return TrainedModel(name, version, path, booster, card)
+
+
+@dataclass(frozen=True)
+class ServingChoice:
+    """The version of a model a database uses, and why.
+
+    Attributes:
+        source: ``"champion"`` (promoted by retraining on this database), ``"trained"`` (the newest
+            trained on this database) or ``"folder"`` (the database records none: the models folder's
+            champion, or its newest version when nothing was promoted).
+    """
+
+    name: str
+    version: str
+    source: str
+
+    @property
+    def reason(self) -> str:
+        return {"champion": "the champion retraining promoted on this database",
+                "trained": "the newest trained on this database",
+                "folder": f"this database records no {self.name} model, so the models folder's champion "
+                          "(or newest) version"}[self.source]
+
+    def describe(self) -> str:
+        return f"{self.name}/{self.version}: {self.reason}"
+
+
+def serving_version(db: Db, models_dir: str | Path, name: str) -> ServingChoice:
+    """The version of ``name`` that planning and serving on ``db`` should use (see the module docstring).
+
+    Raises:
+        ModelError: the database records no model and the folder holds none either.
+        StoreError: the database cannot be read.
+    """
+    try:
+        con = connection(db)
+        promoted = con.execute(
+            """SELECT challenger_version FROM retrain_runs WHERE model_name = ? AND promoted
+               ORDER BY started_at DESC, challenger_version DESC LIMIT 1""", [name]).fetchone()
+        trained = con.execute(
+            """SELECT version FROM model_runs WHERE model_name = ?
+               ORDER BY trained_at DESC, version DESC LIMIT 1""", [name]).fetchone()
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot read the model records of {name!r}: {exc}") from exc
+    if promoted:
+        return ServingChoice(name, promoted[0], "champion")
+    if trained:
+        return ServingChoice(name, trained[0], "trained")
+    return ServingChoice(name, _folder_version(models_dir, name, "champion"), "folder")
+
+
+def load_serving_model(db: Db, models_dir: str | Path, name: str) -> tuple[TrainedModel, ServingChoice]:
+    """Load the version :func:`serving_version` picks for ``db`` from ``models_dir``.
+
+    Raises:
+        ModelError: no model to use, or the database's version is not in ``models_dir`` (it is not
+            replaced by another database's model).
+    """
+    choice = serving_version(db, models_dir, name)
+    if choice.source != "folder" and not (Path(models_dir) / name / choice.version / CARD_FILE).is_file():
+        raise ModelError(f"this database's {name} model {choice.version} ({choice.reason}) "
+                         f"is not in {models_dir}; point models_dir at the folder it was trained into, "
+                         "or train again")
+    return load_model(models_dir, name, choice.version), choice
 
 
 def record_run(db: Db, model: TrainedModel) -> None:
@@ -145,6 +208,20 @@ def record_run(db: Db, model: TrainedModel) -> None:
         )
     except duckdb.Error as exc:
         raise StoreError(f"cannot record model run {model.name}/{model.version}: {exc}") from exc
+
+
+def _folder_version(models_dir: str | Path, name: str, version: str) -> str:
+    """Resolve ``"champion"`` and ``"latest"`` against the folder; any other version is returned as is."""
+    root = Path(models_dir) / name
+    if version == "champion":  # the version scheduled retraining promoted (engine.training.retrain)
+        pointer = root / CHAMPION_FILE
+        version = pointer.read_text().strip() if pointer.is_file() else "latest"
+    if version == "latest":
+        versions = sorted(p.name for p in root.glob("*") if (p / CARD_FILE).is_file() and not p.name.startswith("."))
+        if not versions:
+            raise ModelError(f"no trained model named {name!r} in {models_dir}; run `pushwise train` first")
+        version = versions[-1]
+    return version
 
 
 def _free_version(root: Path, stamp: str) -> str:
