@@ -47,6 +47,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 line = (f"{path}: {r.rows_read:,} rows read, {r.events_loaded:,} events loaded, "
                         f"{r.events_duplicate:,} duplicates skipped, {r.rows_quarantined:,} rows quarantined")
+                if r.note:  # e.g. an Open Bandit row with a click gives an impression and a click
+                    line += f"\n    {r.note}"
                 for reason, n in r.reasons.items():
                     line += f"\n    quarantined {n:>8,}  {reason}"
             if not args.json:

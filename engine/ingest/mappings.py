@@ -2,9 +2,10 @@
 
 A mapping is three pieces of SQL that the loader chains (see ``engine.ingest.loader``):
 
-``checked_sql(source, columns, path)`` types every row of ``source`` and says what is wrong with it:
+``checked_sql(source, columns, path, now)`` types every row of ``source`` and says what is wrong with it
+(``now`` is the ingest clock's time, for rules about the future):
 
-    __row BIGINT          1-based row number in the file (given by the source)
+    __row BIGINT          where the row is in the file (given by the source; see ``readers.numbered_sql``)
     __src STRUCT          the original row (given by the source; becomes the quarantine's ``raw``)
     typed columns         whatever the mapping needs
     reason VARCHAR        NULL for a good row, else why the row is quarantined
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import duckdb
 
@@ -51,15 +53,21 @@ class Mapping:
     name: str
     description: str
     matches: Callable[[set[str]], bool]
-    checked_sql: Callable[[str, Columns, str], str]                # (source, columns, path) -> SQL
+    checked_sql: Callable[[str, Columns, str, datetime], str]      # (source, columns, path, now) -> SQL
     events_sql: Callable[[str], str]                               # (good rows) -> SQL
     event_id: Callable[[str], str]                                 # (occurrence SQL) -> SQL
     derive: Callable[[duckdb.DuckDBPyConnection, str, bool], None]  # (con, file events, first load)
+    #: why a good row can give more than one event, for the ingest summary ("" when it gives one)
+    extra_events: str = ""
+
+
+class _Sql(str):
+    """A reason that is an SQL expression (it names the bad value), not a fixed message."""
 
 
 def _first_reason(*rules: tuple[str, str]) -> str:
     """A CASE expression returning the message of the first rule whose condition holds."""
-    whens = " ".join(f"WHEN {cond} THEN {sql_str(msg)}" for cond, msg in rules)
+    whens = " ".join(f"WHEN {cond} THEN {msg if isinstance(msg, _Sql) else sql_str(msg)}" for cond, msg in rules)
     return f"CASE {whens} END"
 
 
@@ -81,7 +89,7 @@ def _timestamp_expr(col: str) -> str:
     )
 
 
-def _online_retail_checked(source: str, columns: Columns, path: str) -> str:
+def _online_retail_checked(source: str, columns: Columns, path: str, now: datetime) -> str:
     codes = ", ".join(sql_str(c) for c in NON_PRODUCT_CODES)
     reason = _first_reason(
         ("customer IS NULL", "missing user: CustomerID is empty or not a number"),
@@ -256,7 +264,7 @@ def _policy_from_path(path: str) -> str:
     return "unknown"
 
 
-def _open_bandit_checked(source: str, columns: Columns, path: str) -> str:
+def _open_bandit_checked(source: str, columns: Columns, path: str, now: datetime) -> str:
     names = [c for c, _ in columns]
     affinity = sorted((c for c in names if c.startswith("user-item_affinity_")), key=lambda c: int(c.rsplit("_", 1)[1]))
     affinity_list = "[" + ", ".join(f"TRY_CAST({_q(c)} AS DOUBLE)" for c in affinity) + "]"
@@ -321,29 +329,68 @@ def _open_bandit_derive(con: duckdb.DuckDBPyConnection, file_events: str, first_
 # --------------------------------------------------------------------------------------------
 # Canonical events: user_id, item_id?, event_type, timestamp|ts, properties?, event_id?, time_zone?
 
-def _canonical_checked(source: str, columns: Columns, path: str) -> str:
+#: Canonical timestamps later than this after the ingest clock's now are quarantined (clock skew allowed).
+FUTURE_SLACK = timedelta(days=1)
+SHOWN_VALUE = 40  # characters of a bad value a reason quotes
+
+
+def _shown(text_sql: str) -> _Sql:
+    """A bad value for a reason: quoted, cut to SHOWN_VALUE characters, control and format characters as '?'."""
+    return _Sql(f"""'"' || regexp_replace(left({text_sql}, {SHOWN_VALUE}), '\\p{{C}}', '?', 'g')
+                || CASE WHEN length({text_sql}) > {SHOWN_VALUE} THEN '…' ELSE '' END || '"'""")
+
+
+def _canonical_properties(columns: Columns) -> tuple[str, str]:
+    """SQL of (the raw ``properties`` value, it as JSON); text is parsed, a NULL or empty value is absent."""
+    types = dict(columns)
+    if "properties" not in types:
+        return "NULL", "NULL::JSON"
+    if types["properties"] == "VARCHAR":  # CSV, a Parquet text column, a JSON line's string
+        raw = "nullif(trim(\"properties\"), '')"
+        return raw, f"TRY_CAST({raw} AS JSON)"
+    return '"properties"', 'CAST(to_json("properties") AS JSON)'
+
+
+def _canonical_checked(source: str, columns: Columns, path: str, now: datetime) -> str:
+    """Rows of a canonical file, checked against the contract of README Data flow §1.
+
+    ``properties`` must be a JSON object (text is parsed; JSON ``null`` counts as absent); a purchase's
+    ``properties.quantity`` must not be negative; ``ts`` must not be more than FUTURE_SLACK after ``now``.
+    """
     names = {c for c, _ in columns}
     ts_col = "ts" if "ts" in names else "timestamp"
     item = 'nullif(trim(CAST("item_id" AS VARCHAR)), \'\')' if "item_id" in names else "NULL"
-    props = 'CAST(to_json("properties") AS JSON)' if "properties" in names else "NULL"
+    raw_props, props = _canonical_properties(columns)
     given_id = 'nullif(trim(CAST("event_id" AS VARCHAR)), \'\')' if "event_id" in names else "NULL"
     types = ", ".join(sql_str(t) for t in sorted(EVENT_TYPES))
+    latest = sql_str((now + FUTURE_SLACK).isoformat())
     reason = _first_reason(
         ("user_id IS NULL", "missing user: user_id is empty"),
         ("event_type IS NULL", "missing event_type"),
-        (f"event_type NOT IN ({types})", "unknown event type"),
+        (f"event_type NOT IN ({types})", _Sql(f"'unknown event type ' || {_shown('given_type')}")),
+        ("ts_text IS NULL", "missing timestamp"),
         ("ts IS NULL", f"unparseable time: {ts_col}"),
+        (f"ts > CAST({latest} AS TIMESTAMPTZ)", "timestamp in the future"),
+        ("raw_properties IS NOT NULL AND coalesce(json_type(parsed) NOT IN ('OBJECT', 'NULL'), true)",
+         "properties is not a JSON object"),
+        ("event_type = 'purchase' AND TRY_CAST(properties->>'quantity' AS DOUBLE) < 0",
+         "negative quantity for a purchase"),
     )
     return f"""
-    SELECT *, {reason} AS reason FROM (
-        SELECT __row, __src,
-               nullif(trim(CAST("user_id" AS VARCHAR)), '') AS user_id,
-               {item} AS item_id,
-               lower(nullif(trim(CAST("event_type" AS VARCHAR)), '')) AS event_type,
-               TRY_CAST({_q(ts_col)} AS TIMESTAMPTZ) AS ts,
-               {props} AS properties,
-               {given_id} AS given_id
-        FROM {source}
+    SELECT * EXCLUDE (given_type, ts_text, raw_properties, parsed), {reason} AS reason FROM (
+        SELECT *, CASE WHEN json_type(parsed) = 'OBJECT' THEN parsed END AS properties FROM (
+            SELECT __row, __src,
+                   nullif(trim(CAST("user_id" AS VARCHAR)), '') AS user_id,
+                   {item} AS item_id,
+                   nullif(trim(CAST("event_type" AS VARCHAR)), '') AS given_type,
+                   lower(given_type) AS event_type,
+                   nullif(trim(CAST({_q(ts_col)} AS VARCHAR)), '') AS ts_text,
+                   TRY_CAST({_q(ts_col)} AS TIMESTAMPTZ) AS ts,
+                   {raw_props} AS raw_properties,
+                   {props} AS parsed,
+                   {given_id} AS given_id
+            FROM {source}
+        )
     )"""
 
 
@@ -385,7 +432,8 @@ MAPPINGS: dict[str, Mapping] = {
                 _online_retail_checked, _online_retail_events, _online_retail_event_id, _online_retail_derive),
         Mapping("open_bandit", "Open Bandit Dataset logs → impression and click events",
                 lambda cols: cols >= OPEN_BANDIT_COLUMNS,
-                _open_bandit_checked, _open_bandit_events, _open_bandit_event_id, _open_bandit_derive),
+                _open_bandit_checked, _open_bandit_events, _open_bandit_event_id, _open_bandit_derive,
+                "rows with a click gave a click event besides the impression"),
         Mapping("events", "canonical events: user_id, event_type, timestamp|ts, [item_id, properties, event_id]",
                 lambda cols: {"user_id", "event_type"} <= cols and bool({"ts", "timestamp"} & cols),
                 _canonical_checked, _canonical_events, _canonical_event_id, _canonical_derive),

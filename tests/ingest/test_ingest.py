@@ -47,7 +47,7 @@ def test_each_malformed_row_is_quarantined_with_its_exact_reason_while_good_rows
     assert report.rows_quarantined == 1
     assert report.reasons == {reason: 1}
     got = store.execute("SELECT row_number, reason, raw FROM quarantine").fetchall()
-    assert [(r[0], r[1]) for r in got] == [(2, reason)]
+    assert [(r[0], r[1]) for r in got] == [(3, reason)]  # the file line: the header is line 1
     assert json.loads(got[0][2])["StockCode"] == row.split(",")[1]
 
 
@@ -146,9 +146,10 @@ def test_parquet_rows_are_numbered_checked_and_identified_like_csv(store, tmp_pa
     ingest_path(store, parquet)
     with Store(":memory:") as other:
         ingest_path(other, csv)
-        for sql in ("SELECT row_number, reason, raw FROM quarantine ORDER BY row_number",
+        # a Parquet row number is the CSV line less the header's
+        for sql in ("SELECT row_number - {header}, reason, raw FROM quarantine ORDER BY row_number",
                     "SELECT event_id, ts, properties FROM events ORDER BY event_id"):
-            assert store.execute(sql).fetchall() == other.execute(sql).fetchall()
+            assert store.execute(sql.format(header=0)).fetchall() == other.execute(sql.format(header=1)).fetchall()
     assert [r[0] for r in store.execute("SELECT row_number FROM quarantine ORDER BY 1").fetchall()] == list(
         range(2, len(MALFORMED) + 2))
 
@@ -159,7 +160,7 @@ def test_a_file_changed_in_place_keeps_its_first_quarantine_rows(store, tmp_path
     _csv(tmp_path, [GOOD.replace("85123A", "71053"), MALFORMED[2][0]])
     report = ingest_path(store, path)
     assert (report.events_loaded, report.rows_quarantined) == (1, 1)
-    assert store.execute("SELECT row_number, reason FROM quarantine").fetchall() == [(2, MALFORMED[0][1])]
+    assert store.execute("SELECT row_number, reason FROM quarantine").fetchall() == [(3, MALFORMED[0][1])]
 
 
 def test_a_failure_leaves_the_store_as_it_was(store, tmp_path, monkeypatch):
@@ -213,7 +214,7 @@ def test_ingest_leaves_the_connections_row_order_setting_as_it_found_it(store, t
 
 CANONICAL_BAD = [
     ({"user_id": "", "event_type": "click", "ts": "2024-01-01T10:00:00Z"}, "missing user: user_id is empty"),
-    ({"user_id": "u1", "event_type": "teleport", "ts": "2024-01-01T10:00:00Z"}, "unknown event type"),
+    ({"user_id": "u1", "event_type": "teleport", "ts": "2024-01-01T10:00:00Z"}, 'unknown event type "teleport"'),
     ({"user_id": "u1", "event_type": "click", "ts": "last tuesday"}, "unparseable time: ts"),
     ({"user_id": "u1", "event_type": None, "ts": "2024-01-01T10:00:00Z"}, "missing event_type"),
 ]
@@ -299,13 +300,13 @@ def test_csv_lines_duckdb_cannot_parse_are_quarantined_and_later_rows_keep_their
     p = tmp_path / "ragged.csv"
     p.write_text("user_id,event_type,ts\n"
                  "u1,click,2024-01-01T00:00:00Z\n"
-                 "u2,click,2024-01-01T00:00:00Z,extra,fields\n"   # row 2: two fields too many
-                 "u3,teleport,2024-01-01T00:00:00Z\n"             # row 3: parses, breaks the contract
+                 "u2,click,2024-01-01T00:00:00Z,extra,fields\n"   # line 3: two fields too many
+                 "u3,teleport,2024-01-01T00:00:00Z\n"             # line 4: parses, breaks the contract
                  "u4,app_open,2024-01-01T00:00:00Z\n")
     report = ingest_path(store, p)
     assert report.events_loaded == 2 and report.rows_read == 4
     rows = store.execute("SELECT row_number, reason, raw->>'user_id' FROM quarantine ORDER BY 1").fetchall()
-    assert rows == [(2, "unparseable CSV line: Expected Number of Columns: 3 Found: 4",
+    assert rows == [(3, "unparseable CSV line: Expected Number of Columns: 3 Found: 4",
                      "u2,click,2024-01-01T00:00:00Z,extra,fields"),
-                    (3, "unknown event type", "u3")]
+                    (4, 'unknown event type "teleport"', "u3")]
     assert sorted(r[0] for r in store.execute("SELECT user_id FROM events").fetchall()) == ["u1", "u4"]
