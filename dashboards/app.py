@@ -26,6 +26,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from dashboard_charts import (  # noqa: E402
+    MIN_HEATMAP_SENDS,
     arm_rates,
     calibration,
     daily_outcomes,
@@ -34,6 +35,7 @@ from dashboard_charts import (  # noqa: E402
     heatmap,
     is_replay,
     metric_history,
+    plural,
     simulated_banner,
     stacked_states,
     uplift_intervals,
@@ -49,13 +51,36 @@ from dashboard_data import (  # noqa: E402
     load_views,
 )
 
+from dashboards.dashboard_columns import (  # noqa: E402
+    ARM_COLUMNS,
+    ATTEMPT_COLUMNS,
+    CALIBRATION_COLUMNS,
+    DAILY_COLUMNS,
+    DECISION_COLUMNS,
+    FUNNEL_COLUMNS,
+    MODEL_COLUMNS,
+    QUOTA_COLUMNS,
+    READOUT_COLUMNS,
+    SKIP_COLUMNS,
+    TEMPLATE_COLUMNS,
+    VENDOR_COLUMNS,
+)
+from dashboards.dashboard_tables import (  # noqa: E402
+    EMPTY,
+    LABELS,
+    Col,
+    label_values,
+    metric_label,
+    model_scorecard,
+    table,
+)
 from engine.analytics import STAGES, load_pseudonym_key  # noqa: E402
 from engine.errors import PushwiseError  # noqa: E402
 from engine.security.dashboard_login import require_login  # noqa: E402
 
 ALL = "All"
 BREAKDOWNS = {"campaign": "campaign_id", "vendor": "vendor", "local send hour": "send_hour_local"}
-PERCENT = st.column_config.NumberColumn(format="percent")
+BREAKDOWN_COLUMNS = {"campaign_id": "Campaign", "vendor": "Vendor", "send_hour_local": "Local send hour"}
 OUTCOME_LABELS = {"converted": "Converted (bought the pushed item, or attributed)",
                   "any_purchase": "Any purchase"}
 
@@ -144,9 +169,9 @@ def _filters(options: dict, db_path: str) -> tuple[str | None, str | None, objec
     return campaign_id, (None if vendor == ALL else vendor), start, end
 
 
-def _funnel_table(funnel: pd.DataFrame) -> pd.DataFrame:
-    return funnel[["stage", "count", "simulated", "previous_stage", "rate_previous", "rate_planned"]].rename(
-        columns={"rate_previous": "of previous", "rate_planned": "of planned", "previous_stage": "previous"})
+def _show(frame: pd.DataFrame, columns: dict[str, Col], where: object = st, **kwargs: object) -> None:
+    shown, config = table(frame, columns)
+    where.dataframe(shown, hide_index=True, column_config=config, **kwargs)
 
 
 def _funnel_page(views: dict[str, pd.DataFrame]) -> None:
@@ -155,10 +180,8 @@ def _funnel_page(views: dict[str, pd.DataFrame]) -> None:
     for column, row in zip(st.columns(len(funnel)), funnel.itertuples(index=False), strict=True):
         rate = "" if pd.isna(row.rate_planned) else f"{row.rate_planned:.1%} of planned"
         column.metric(row.stage.capitalize(), f"{row.count:,}", help=rate or None)
-    left, right = st.columns([3, 2])
-    left.altair_chart(funnel_bars(funnel), width="stretch")
-    right.dataframe(_funnel_table(funnel), hide_index=True,
-                    column_config={"of previous": PERCENT, "of planned": PERCENT})
+    st.altair_chart(funnel_bars(funnel), width="stretch")
+    _show(funnel, FUNNEL_COLUMNS)
     st.caption("Converted: a delivered send whose item the user really bought within 14 days after it "
                "went out, or that a conversion event names. Its rate is taken over delivered sends.")
 
@@ -169,11 +192,14 @@ def _funnel_page(views: dict[str, pd.DataFrame]) -> None:
         st.info("No planned sends match the filters.")
     else:
         st.altair_chart(funnel_lines(by_group, group, label), width="stretch")
-        counts = by_group.pivot(index=group, columns="stage", values="count")
-        st.dataframe(counts.reindex(columns=list(STAGES)), width="stretch")
+        counts = by_group.pivot(index=group, columns="stage", values="count").reindex(columns=list(STAGES))
+        counts = counts.rename(columns=LABELS).rename_axis(index=BREAKDOWN_COLUMNS[group], columns=None)
+        st.dataframe(counts.reset_index(), hide_index=True, width="stretch",
+                     column_config={LABELS[stage]: st.column_config.NumberColumn(format="localized")
+                                    for stage in STAGES})
 
     with st.expander("Decision log (most recent 500; users pseudonymised)"):
-        st.dataframe(views["decisions"], hide_index=True)
+        _show(views["decisions"], DECISION_COLUMNS)
 
 
 def _uplift_page(views: dict[str, pd.DataFrame], replay: bool) -> None:
@@ -194,33 +220,33 @@ def _uplift_page(views: dict[str, pd.DataFrame], replay: bool) -> None:
     st.info(uplift_reading(diff["diff_low"], diff["diff_high"], diff["p_value"], replay))
     left, right = st.columns([2, 3])
     left.altair_chart(arm_rates(arms), width="stretch")
-    right.dataframe(arms.drop(columns="outcome"), hide_index=True,
-                    column_config={"rate": PERCENT, "ci_low": PERCENT, "ci_high": PERCENT})
+    _show(arms, ARM_COLUMNS, right)
     simulated = int(arms["simulated_conversions"].sum())
     st.caption("Every treatment decision counts, sent or not, against the randomly held-out users, over "
                "the 14 days after each decision's send time. Rates carry Wilson 95% intervals."
-               + (f" {simulated:,} treatment conversions are simulated (attributed, not a real purchase)."
-                  if simulated else ""))
+               + (f" {plural(simulated, 'treatment conversion')} {'is' if simulated == 1 else 'are'} simulated "
+                  "(an incremental conversion with no real purchase behind it)." if simulated else ""))
     readout = views["readout"]
     if not readout.empty:
         st.markdown("**Both outcomes: treatment − holdout with 95% intervals** "
                     "(the same code as `pushwise experiment analyze`)")
-        left, right = st.columns([2, 3])
-        left.altair_chart(uplift_intervals(readout), width="stretch")
-        right.dataframe(readout[["outcome", "users", "rate", "control_users", "control_rate", "difference",
-                                 "diff_low", "diff_high", "relative_uplift", "p_value"]], hide_index=True,
-                        column_config={c: PERCENT for c in ("rate", "control_rate", "difference", "diff_low",
-                                                            "diff_high", "relative_uplift")})
+        st.altair_chart(uplift_intervals(readout), width="stretch")
+        _show(readout, READOUT_COLUMNS)
+        st.caption("pp = percentage points, the difference of two rates: 9% against 7% is +2 pp "
+                   "(a relative uplift of 29%).")
     st.subheader("Per template (treatment)")
-    st.dataframe(views["templates"], hide_index=True,
-                 column_config={c: PERCENT for c in ("open_rate", "open_low", "open_high", "click_rate")})
+    _show(views["templates"], TEMPLATE_COLUMNS)
+    st.caption("Title and body are the campaign's templates; each user's copy fills in {item_name} and the "
+               "other slots. Rates are over delivered sends.")
     st.subheader("Skipped users by reason")
     skips = views["skips"]
     if skips.empty:
         st.caption("No treatment user was skipped.")
     else:
-        st.bar_chart(skips, x="skip_reason", y="users", color="campaign_id", horizontal=True)
-        st.dataframe(skips, hide_index=True, column_config={"share": PERCENT})
+        labelled = skips.assign(skip_reason=label_values(skips["skip_reason"])).rename(
+            columns={"campaign_id": "Campaign", "skip_reason": "Reason", "users": "Users"})
+        st.bar_chart(labelled, x="Reason", y="Users", color="Campaign", horizontal=True)
+        _show(skips, SKIP_COLUMNS)
 
 
 def _vendor_page(views: dict[str, pd.DataFrame]) -> None:
@@ -229,24 +255,29 @@ def _vendor_page(views: dict[str, pd.DataFrame]) -> None:
     if summary.empty:
         st.info("No sends match the filters.")
         return
-    st.dataframe(summary, hide_index=True, column_config={"delivery_rate": PERCENT})
+    _show(summary, VENDOR_COLUMNS)
+    st.caption("Sends: outbox rows. *Queued or retrying*: not yet sent, being sent, or waiting for a retry "
+               "(not the same as *Opened* in the funnel, which counts users opening the push).")
     left, right = st.columns(2)
     left.altair_chart(stacked_states(views["vendor_outcomes"]), width="stretch")
     right.markdown("**Every vendor answer, retries included**")
-    right.dataframe(views["attempts"], hide_index=True)
+    _show(views["attempts"], ATTEMPT_COLUMNS, right)
     daily = views["vendor_daily"]
     if not daily.empty:
         st.markdown("**Vendor answers per day** (attempts, retries included)")
-        st.altair_chart(daily_outcomes(daily), width="stretch")
+        vendors = sorted(daily["vendor"].unique())
+        for column, name in zip(st.columns(len(vendors)), vendors, strict=True):
+            column.altair_chart(daily_outcomes(daily[daily["vendor"] == name], name), width="stretch")
         rates = daily.groupby(["day", "vendor"], as_index=False).agg(
             attempts=("attempts", "sum"), retries=("retries", "sum"), invalid_token_rate=("invalid_token_rate", "first"))
-        st.dataframe(rates, hide_index=True, column_config={"invalid_token_rate": PERCENT})
+        _show(rates, DAILY_COLUMNS)
     st.markdown("**Daily quota use**")
     quota = views["quota"]
     if quota.empty:
         st.caption("No vendor quota has been recorded (no quota-limited vendor has been used).")
     else:
-        st.dataframe(quota, hide_index=True, column_config={"share": PERCENT})
+        _show(quota, QUOTA_COLUMNS)
+        st.caption(f"{EMPTY}: the vendor never told us a daily limit, or the quota was not exhausted.")
 
 
 def _heatmap_page(views: dict[str, pd.DataFrame]) -> None:
@@ -255,11 +286,16 @@ def _heatmap_page(views: dict[str, pd.DataFrame]) -> None:
     if cells.empty:
         st.info("No sends have gone out for these filters yet.")
         return
-    left, right = st.columns(2)
-    left.altair_chart(heatmap(cells, "sends", "sends", "d"), width="stretch")
-    right.altair_chart(heatmap(cells, "open_rate", "open rate", ".0%"), width="stretch")
+    st.markdown("**Sends**")
+    st.altair_chart(heatmap(cells, "sends", "sends", "d", min_sends=1), width="stretch")
+    st.markdown("**Open rate** (opens ÷ sends)")
+    st.altair_chart(heatmap(cells, "open_rate", "open rate", ".0%"), width="stretch")
+    caption = (f"The number in each cell is its sends. Grey cells have fewer than {MIN_HEATMAP_SENDS} sends: "
+               "too few for their open rate to mean anything.")
     if cells["simulated_opens"].sum():
-        st.caption(f"{int(cells['simulated_opens'].sum()):,} of {int(cells['opens'].sum()):,} opens are simulated.")
+        caption += (f" {int(cells['simulated_opens'].sum()):,} of {plural(int(cells['opens'].sum()), 'open')} "
+                    f"{'is' if int(cells['simulated_opens'].sum()) == 1 else 'are'} simulated.")
+    st.caption(caption)
 
 
 def _models_page(views: dict[str, pd.DataFrame]) -> None:
@@ -268,26 +304,39 @@ def _models_page(views: dict[str, pd.DataFrame]) -> None:
     if models.empty:
         st.info("No model has been trained in this database yet.")
         return
-    st.dataframe(models, hide_index=True)
+    _show(models, MODEL_COLUMNS)
+    names = sorted(models["model_name"].unique())
+    # Open on a model whose training compared it with a baseline, when there is one: that is the reading
+    # a marketer needs ("does it beat the simple rule?").
+    compared = [n for n in names if any("_minus_" in k for k in models[models["model_name"] == n].iloc[0]["metrics"])]
+    name = st.selectbox("Model", names, index=names.index(compared[0]) if compared else 0)
+    latest = models[models["model_name"] == name].iloc[0]   # newest first
+    st.markdown(f"**{name}, version {latest['version']}: metrics on held-out data**")
+    scorecard = model_scorecard(latest["metrics"])
+    st.dataframe(scorecard, hide_index=True, height=35 * (len(scorecard) + 1) + 3)
+    if (scorecard["Reading"] == EMPTY).all():
+        st.caption("This model's training recorded no comparison with a baseline.")
     metrics = views["model_metrics"]
-    if not metrics.empty:
-        left, right = st.columns(2)
-        name = left.selectbox("Model", sorted(metrics["model_name"].unique()))
-        chosen = metrics[metrics["model_name"] == name]
-        metric = right.selectbox("Metric", sorted(chosen["metric"].unique()))
-        st.altair_chart(metric_history(chosen[chosen["metric"] == metric], metric), width="stretch")
+    chosen = metrics[(metrics["model_name"] == name) & ~metrics["metric"].str.endswith(("_low", "_high"))]
+    if not chosen.empty:
+        metric = st.selectbox("Metric over time", sorted(chosen["metric"].unique()), format_func=metric_label)
+        st.altair_chart(metric_history(chosen[chosen["metric"] == metric], metric_label(metric)), width="stretch")
     st.subheader("Calibration of the live click scores")
     cells = views["calibration"]
     if cells.empty:
         st.info("No delivered send with a model score matches the filters.")
         return
-    left, right = st.columns([3, 2])
+    left, right = st.columns(2)
     left.altair_chart(calibration(cells), width="stretch")
-    right.dataframe(cells, hide_index=True, column_config={"click_rate": PERCENT, "ci_low": PERCENT,
-                                                           "ci_high": PERCENT})
-    if cells["simulated_clicks"].sum():
-        st.caption(f"{int(cells['simulated_clicks'].sum()):,} of {int(cells['clicks'].sum()):,} clicks are simulated: "
-                   "this shows how the scores match the simulation, not real users.")
+    _show(cells, CALIBRATION_COLUMNS, right)
+    caption = ("Delivered sends in ten equal groups by the model's predicted click probability (score), "
+               "lowest first; points on the dashed diagonal mean the scores match the observed click rates.")
+    simulated = int(cells["simulated_clicks"].sum())
+    if simulated:
+        caption += (f" {simulated:,} of {plural(int(cells['clicks'].sum()), 'click')} "
+                    f"{'is' if simulated == 1 else 'are'} simulated: this shows how the scores match the "
+                    "simulation, not real users.")
+    st.caption(caption)
 
 
 def _pct(value: float) -> str:

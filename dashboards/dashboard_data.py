@@ -107,9 +107,9 @@ def load_views(
         ``funnel_by_send_hour_local`` (:func:`engine.analytics.funnel`), ``arms``
         (:func:`~engine.analytics.arm_outcomes`), ``uplift`` (:func:`~engine.analytics.compare_arms`),
         ``readout`` (:func:`~engine.analytics.holdout_readout`, the experiment CLI's code),
-        ``templates``, ``vendor_daily``, ``quota``, ``calibration``,
+        ``templates`` (title and body are the campaign's template text), ``vendor_daily``, ``quota``, ``calibration``,
         ``skips``, ``vendor_summary``, ``vendor_outcomes``, ``attempts``, ``heatmap``, ``models``
-        (metrics as JSON text), ``model_metrics``, ``decisions`` (pseudonymised).
+        (metrics as parsed dicts), ``model_metrics``, ``decisions`` (pseudonymised, with ``item_name``).
     """
     del stamp
     filters = an.Filters(campaign_id=campaign_id, vendor=vendor, start=start, end=end)
@@ -120,7 +120,7 @@ def load_views(
         views["arms"] = an.arm_outcomes(con, filters)
         views["uplift"] = an.compare_arms(views["arms"])
         views["readout"] = an.holdout_readout(views["arms"])
-        views["templates"] = an.template_summary(con, filters)
+        views["templates"] = _with_template_text(con, an.template_summary(con, filters))
         views["vendor_daily"] = an.vendor_daily(con, filters)
         views["quota"] = an.quota_use(con, vendor)
         views["calibration"] = an.score_calibration(con, filters)
@@ -131,7 +131,37 @@ def load_views(
         views["heatmap"] = an.send_time_heatmap(con, filters)
         runs = an.model_runs(con)
         views["model_metrics"] = an.model_metrics(runs)
-        views["models"] = runs.assign(metrics=[json.dumps(m, sort_keys=True) for m in runs["metrics"]])
-        views["decisions"] = an.decision_log(con, pseudonym_key, filters, limit=500)
+        views["models"] = runs
+        views["decisions"] = _with_item_names(con, an.decision_log(con, pseudonym_key, filters, limit=500))
     return views
+
+
+def _with_template_text(con: duckdb.DuckDBPyConnection, templates: pd.DataFrame) -> pd.DataFrame:
+    """``templates`` with ``title``/``body`` replaced by the campaign's template text (``{item_name}``…).
+
+    The decisions table stores each user's *rendered* title, so ``any_value(title)`` is one user's
+    item name, not the template. The text comes from the campaign spec, ids defaulting to ``t<i>``
+    as in :func:`engine.schedule.campaign.parse_campaign`; a template the spec does not name shows
+    no text.
+    """
+    rows = con.execute("SELECT campaign_id, CAST(spec AS VARCHAR) FROM campaigns").fetchall()
+    text: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    for campaign_id, spec in rows:
+        raw = json.loads(spec).get("templates") if spec else None
+        for i, t in enumerate(raw if isinstance(raw, list) else []):
+            if isinstance(t, dict):
+                text[(campaign_id, str(t.get("id", f"t{i}")))] = (t.get("title"), t.get("body"))
+    keys = list(zip(templates["campaign_id"], templates["template_id"], strict=True))
+    return templates.assign(title=[text.get(k, (None, None))[0] for k in keys],
+                            body=[text.get(k, (None, None))[1] for k in keys])
+
+
+def _with_item_names(con: duckdb.DuckDBPyConnection, log: pd.DataFrame) -> pd.DataFrame:
+    """The decision log with ``item_name`` (from ``items``) after ``item_id``."""
+    ids = sorted({str(i) for i in log["item_id"].dropna()})
+    names = dict(con.execute("SELECT item_id, name FROM items WHERE list_contains($ids, item_id)",
+                             {"ids": ids}).fetchall()) if ids else {}
+    log = log.copy()
+    log.insert(log.columns.get_loc("item_id") + 1, "item_name", [names.get(i) for i in log["item_id"]])
+    return log
 

@@ -54,11 +54,19 @@ def test_renders_funnel_numbers_from_the_live_file(db_file):
     assert [m[s] for s in ("Planned", "Sent", "Delivered", "Opened", "Clicked", "Converted")] == [
         "8", "7", "5", "3", "2", "2"]
     table = at.dataframe[0].value
-    assert table["count"].tolist() == [8, 7, 5, 3, 2, 2]
-    assert table["simulated"].tolist() == [0, 0, 0, 2, 2, 1]
+    assert table["Stage"].tolist() == ["Planned", "Sent", "Delivered", "Opened", "Clicked", "Converted"]
+    assert table["Sends"].tolist() == [8, 7, 5, 3, 2, 2]
+    assert table["of which simulated"].tolist() == [0, 0, 0, 2, 2, 1]
+    assert table["Previous stage"].tolist()[:2] == ["—", "Planned"]   # not "None"
     assert any("live database" in c.value for c in at.caption)
-    assert "Simulated data" in at.warning[0].value
-    assert "15 of 15 devices" in at.warning[0].value
+    banner = at.warning[0].value
+    assert "Simulated data" in banner
+    assert "15 of 15 devices" in banner
+    # The world has 2 conversion events: t1's is grounded on a real purchase, t2's is incremental.
+    # Only t2's counts as simulated, in the banner and in the funnel's "of which simulated" (1) alike.
+    assert "1 of 2 conversion events attribute a real purchase" in banner
+    assert "1 conversion is simulated incremental" in banner
+    assert "2 of 2 conversion events" not in banner and "1 conversions" not in banner
 
 
 def test_filters_change_the_numbers(db_file):
@@ -82,9 +90,10 @@ def test_every_tab_renders_without_leaking_ids_or_tokens(db_file):
     for frame in frames:
         text = frame.astype(str).to_string()
         assert "tok-" not in text
-    log = next(f for f in frames if "user" in f.columns)
-    assert set(log["user"]) >= {pseudonymise("t1", KEY.encode()), pseudonymise("h1", KEY.encode())}
-    assert not set(log["user"]) & {"t1", "h1", "x1"}
+    log = next(f for f in frames if "User (pseudonym)" in f.columns)
+    users = set(log["User (pseudonym)"])
+    assert users >= {pseudonymise("t1", KEY.encode()), pseudonymise("h1", KEY.encode())}
+    assert not users & {"t1", "h1", "x1"}
 
 
 def test_missing_database_shows_the_friendly_message(tmp_path, monkeypatch):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+
+import duckdb
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -43,27 +47,29 @@ def test_tabs_are_the_five_pages():
 
 def test_campaign_page_readout_uses_the_experiment_code():
     at = _run()
-    readout = _frame_with(at, "control_rate", "diff_low").set_index("outcome")
+    readout = _frame_with(at, "Holdout rate (%)", "95% low (pp)").set_index("Outcome")
     # Hand-worked in tests/analytics/world.py: treatment 3/10 converted, holdout 1/5.
-    assert readout.at["converted", "rate"] == pytest.approx(0.3)
-    assert readout.at["converted", "control_rate"] == pytest.approx(0.2)
-    assert readout.at["converted", "diff_low"] == pytest.approx(-0.365956, abs=1e-6)
-    assert readout.at["any_purchase", "difference"] == pytest.approx(-0.1)
-    templates = _frame_with(at, "template_id", "open_rate").set_index("campaign_id")
+    assert readout.at["Converted", "Treatment rate (%)"] == pytest.approx(0.3)
+    assert readout.at["Converted", "Holdout rate (%)"] == pytest.approx(0.2)
+    # differences are shown in percentage points: -0.365956 as a share is -36.6 pp
+    assert readout.at["Converted", "95% low (pp)"] == pytest.approx(-36.5956, abs=1e-4)
+    assert readout.at["Any purchase", "Difference (pp)"] == pytest.approx(-10.0)
+    templates = _frame_with(at, "Template", "Open rate (%)").set_index("Campaign")
     # 9 of c1's 10 treatment decisions: the sidebar's date range drops t10, which has no send time.
-    assert templates.at["c1", "decisions"] == 9 and templates.at["c1", "delivered"] == 4
-    assert templates.at["c1", "opened"] == 3 and templates.at["c1", "clicked"] == 2
-    skips = _frame_with(at, "skip_reason", "share")
-    assert sorted(skips["skip_reason"]) == ["no_consent", "no_device"]  # t10 has no send time
+    assert templates.at["c1", "Decisions"] == 9 and templates.at["c1", "Delivered"] == 4
+    assert templates.at["c1", "Opened"] == 3 and templates.at["c1", "Clicked"] == 2
+    skips = _frame_with(at, "Reason", "Share of treatment users (%)")
+    assert sorted(skips["Reason"]) == ["No device", "No push consent"]  # t10 has no send time
 
 
 def test_vendor_page_shows_daily_answers_invalid_token_rate_and_retries():
     at = _run()
-    rates = _frame_with(at, "invalid_token_rate", "retries").set_index(["vendor"])
+    rates = _frame_with(at, "Invalid-token rate (%)", "Retries").set_index(["Vendor"])
     fcm = rates[rates.index == "fcm"].iloc[0]
-    assert fcm["attempts"] == 3 and fcm["invalid_token_rate"] == pytest.approx(1 / 3)
+    assert fcm["Attempts"] == 3 and fcm["Invalid-token rate (%)"] == pytest.approx(1 / 3)
     apns = rates[rates.index == "apns"]
-    assert apns["retries"].sum() == 3
+    assert apns["Retries"].sum() == 3
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", day) for day in rates["Day (UTC)"])  # no "00:00:00"
     assert any("No vendor quota has been recorded" in c.value for c in at.caption)
 
 
@@ -71,18 +77,24 @@ def test_vendor_filter_narrows_the_vendor_and_campaign_pages():
     at = _run()
     at.sidebar.selectbox[1].set_value("fcm").run()
     assert not at.exception
-    rates = _frame_with(at, "invalid_token_rate", "retries")
-    assert set(rates["vendor"]) == {"fcm"}
-    templates = _frame_with(at, "template_id", "open_rate")
-    assert templates["decisions"].sum() == 3
+    rates = _frame_with(at, "Invalid-token rate (%)", "Retries")
+    assert set(rates["Vendor"]) == {"fcm"}
+    templates = _frame_with(at, "Template", "Open rate (%)")
+    assert templates["Decisions"].sum() == 3
 
 
 def test_models_page_lists_runs_and_calibration_of_scores():
     at = _run()
-    runs = _frame_with(at, "model_name", "version", "metrics")
-    assert len(runs) >= 1
-    cells = _frame_with(at, "mean_score", "click_rate")
-    assert cells["sends"].sum() == 5 and cells["clicks"].sum() == 2
+    runs = _frame_with(at, "Model", "Version", "Trained at (UTC)")
+    assert runs["Model"].tolist() == ["click"] and "metrics" not in runs.columns   # no raw JSON blob
+    assert runs["Trained at (UTC)"].tolist() == ["2011-12-01 00:00"]
+    card = _frame_with(at, "Metric", "Value", "Reading").set_index("Metric")
+    # tests/analytics/world.py MODEL_METRICS: auc 0.71, logloss 0.31, rows 1000, calibration.ece 0.02
+    assert card.at["AUC (ranking quality, 0.5 = random)", "Value"] == "0.710"
+    assert card.at["Rows", "Value"] == "1,000" and card.at["Calibration.ece", "Value"] == "0.020"
+    assert any("no comparison with a baseline" in c.value for c in at.caption)
+    cells = _frame_with(at, "Mean score (%)", "Click rate (%)")
+    assert cells["Sends"].sum() == 5 and cells["Clicks"].sum() == 2
 
 
 def test_heatmap_page_renders_charts():
@@ -108,3 +120,38 @@ def test_uplift_reading(low, high, replay, expected):
     from dashboards.dashboard_charts import uplift_reading
 
     assert expected in uplift_reading(low, high, 0.2, replay)
+
+
+def test_no_page_shows_a_raw_column_name_or_an_empty_none_cell():
+    at = _run()
+    at.radio[0].set_value("local send hour").run()
+    assert not at.exception
+    frames = [d.value for d in at.dataframe]
+    assert len(frames) >= 12
+    for frame in frames:
+        assert not [c for c in frame.columns if "_" in str(c)], list(frame.columns)   # ci_low, control_users…
+        assert not frame.isna().any().any(), frame     # Streamlit prints a missing value as "None"
+    summary = _frame_with(at, "Vendor", "Delivery rate (%)").set_index("Vendor")
+    # t7 (apns) is still pending in the outbox: a queued send, not an "open"
+    assert summary.at["apns", "Queued or retrying"] == 1 and "open" not in summary.columns
+    log = _frame_with(at, "User (pseudonym)", "Skip reason")
+    # (t10, skipped for want of a send time, falls outside the sidebar's date range)
+    assert set(log["Skip reason"]) == {"—", "No push consent", "No device"}
+
+
+def test_templates_show_the_campaign_text_and_the_decision_log_names_items(world_db):
+    con = duckdb.connect(str(world_db))
+    con.execute("INSERT INTO items (item_id, name, source) VALUES ('i:1', 'Red mug', 'test')")
+    spec = {"templates": [{"id": "back", "title": "{item_name}", "body": "Still thinking about {item_name}?"}]}
+    con.execute("UPDATE campaigns SET spec = ? WHERE campaign_id = 'c1'", [json.dumps(spec)])
+    # what the planner stores: each user's rendered copy, here the item's name
+    con.execute("UPDATE decisions SET template_id = 'back', title = 'Red mug' WHERE campaign_id = 'c1'")
+    con.close()
+    at = _run()
+    templates = _frame_with(at, "Template", "Title template").set_index("Campaign")
+    assert templates.at["c1", "Template"] == "back"
+    assert templates.at["c1", "Title template"] == "{item_name}"          # the template, not one user's copy
+    assert templates.at["c1", "Body template"] == "Still thinking about {item_name}?"
+    assert templates.at["c2", "Title template"] == "—"                    # c2's spec names no template
+    log = _frame_with(at, "User (pseudonym)", "Item")
+    assert set(log.loc[log["Item id"] == "i:1", "Item"]) == {"Red mug"}
