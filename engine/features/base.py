@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from engine.errors import InputError, StoreError
@@ -28,6 +29,7 @@ __all__ = [
     "fetch_df",
     "purchases_cte",
     "registered",
+    "stable_floats",
     "user_filter_sql",
     "user_view",
     "users_frame",
@@ -117,3 +119,16 @@ def user_filter_sql(view: str | None, column: str = "user_id") -> str:
 def users_frame(user_ids: Sequence[str]) -> pd.DataFrame:
     """A one-column frame (``user_id``) of distinct user ids, for :func:`registered`."""
     return pd.DataFrame({"user_id": pd.unique(pd.Series(list(user_ids), dtype="object"))})
+
+
+def stable_floats(values: np.ndarray) -> np.ndarray:
+    """``values`` (float64) rounded to float32 precision (24 significant bits), returned as float64.
+
+    DuckDB sums and averages floating-point values in parallel, in whichever order its threads meet
+    the rows, so the same query can differ in the last bits from one run to the next (seen: 1e-11 on
+    a user's monetary total). LightGBM turns such a difference into another bin boundary or split,
+    and the trained model — and every ranking after it — changes. Rounding away the bits below
+    float32 precision makes the features identical across runs unless a value sits within one
+    float64 ulp of a float32 rounding boundary (about 1 in 10^9 values); NaN stays NaN.
+    """
+    return np.asarray(values, dtype="float64").astype("float32").astype("float64")

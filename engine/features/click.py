@@ -7,7 +7,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from engine.features.base import Db, check_as_of
+from engine.features.base import Db, check_as_of, stable_floats
 from engine.features.item import ITEM_FEATURES, item_features, item_neighbors
 from engine.features.user import USER_FEATURES, user_features
 from engine.features.user_item import USER_ITEM_FEATURES, user_item_features
@@ -64,5 +64,6 @@ def click_features(
     lines = out["u_lines"].to_numpy(dtype="float64")
     out["ui_repeat_share"] = np.where(lines > 0, out["ui_count"] / np.where(lines > 0, lines, 1.0), 0.0)
     out["label_is_push"] = 1.0 if label_is_push else 0.0
-    out[list(CLICK_FEATURES)] = out[list(CLICK_FEATURES)].astype("float64")
+    # identical features run to run, whatever order DuckDB's threads summed them in (base.stable_floats)
+    out[list(CLICK_FEATURES)] = stable_floats(out[list(CLICK_FEATURES)].to_numpy(dtype="float64"))
     return out

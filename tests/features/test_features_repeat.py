@@ -78,3 +78,19 @@ def test_repeat_features_ignore_purchases_at_or_after_as_of(store: Store, as_of:
     assert later["ui_gap_ratio"] == pytest.approx(2 / ((56 + 13.5 / 24) / 2 + 1))
     assert user_features(store, as_of + timedelta(days=2)).set_index("user_id").loc["bob", "u_repeat_rate"] == pytest.approx(1 / 3)  # a twice; b, c once
     assert item_features(store, as_of + timedelta(days=2)).set_index("item_id").loc["a", "i_repeat_rate"] == 1.0
+
+
+def test_stable_floats_absorbs_the_last_bits_parallel_sums_leave():
+    """Two sums of the same numbers in another order differ in the last bits; the features must not."""
+    import numpy as np
+
+    from engine.features.base import stable_floats
+
+    rng = np.random.default_rng(3)
+    parts = rng.uniform(0.01, 500.0, size=(200, 997))
+    forward = np.array([sum(row) for row in parts])
+    backward = np.array([sum(row[::-1]) for row in parts])
+    assert (forward != backward).any()                        # the raw sums do differ
+    assert np.array_equal(stable_floats(forward), stable_floats(backward))
+    assert np.allclose(stable_floats(forward), forward, rtol=1e-7, atol=0)
+    assert np.isnan(stable_floats(np.array([np.nan]))[0])
