@@ -87,22 +87,24 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.demo import plan
+    from engine.demo import models_used, plan
     from engine.schedule.campaign import load_campaign
     from engine.store import Store
 
     campaign = load_campaign(args.campaign)
+    with Store(settings.db_path) as store:
+        used = models_used(store, settings)      # which versions serve this database, and why
+        if not args.dask:
+            report = plan(store, settings, campaign, args.as_of)
     if args.dask:
         from engine.scale.run import plan_on_dask
         report = plan_on_dask(settings, args.dask, campaign, args.as_of)
-    else:
-        with Store(settings.db_path) as store:
-            report = plan(store, settings, campaign, args.as_of)
     text = (f"campaign {report.campaign_id}: audience {report.audience:,}, sends {report.sends:,}, "
             f"holdout {report.holdout:,}, skipped {sum(report.skipped.values()):,} {report.skipped}")
     if report.already_planned:
         text = f"campaign {report.campaign_id} was already planned ({report.audience:,} decisions); nothing changed"
-    _print(args, report.__dict__, text)
+    text += "".join(f"\n    model {description}" for description in used.values())
+    _print(args, {**report.__dict__, "models_used": used}, text)
     return EXIT_OK
 
 

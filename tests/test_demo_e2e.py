@@ -82,3 +82,16 @@ def test_the_demo_refuses_to_wipe_a_database_it_did_not_create(tmp_path):
                         reports_dir=str(tmp_path / "r"))
     with pytest.raises(InputError, match="was not created by `pushwise demo`"):
         run_demo(settings, fast=True, progress=False)
+
+
+def test_plan_says_which_models_serve_this_database(demo, capsys, monkeypatch):
+    from engine.cli import main
+
+    settings, summary, tmp = demo
+    monkeypatch.setenv("PUSHWISE_MODELS_DIR", settings.models_dir)
+    assert main(["--db", settings.db_path, "plan", "engine/campaigns/winter_favourites.toml", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["already_planned"] is True                       # the demo planned it: nothing changes
+    assert set(out["models_used"]) == {"click", "send_time"}
+    assert out["models_used"] == summary["models_used"]
+    assert "trained on this database" in out["models_used"]["click"]
