@@ -28,7 +28,7 @@ from engine.clock import Clock
 from engine.errors import ModelError
 from engine.features.base import PURCHASE_TYPES, check_as_of
 from engine.store import Store
-from engine.training.artifacts import CHAMPION_FILE, load_model
+from engine.training.artifacts import CHAMPION_FILE, load_model, serving_version
 from engine.training.base import data_end
 from engine.training.click import ClickConfig, train_click
 from engine.training.click_data import behaviour_rows
@@ -93,7 +93,10 @@ def retrain(store: Store, models_dir: str | Path, clock: Clock, *, as_of: dateti
     """
     config = config or ClickConfig()
     started = clock.now()
-    incumbent = champion_version(models_dir) or _latest_or_none(models_dir)
+    try:   # the version serving this database (its promoted champion, else its newest), as planning picks it
+        incumbent: str | None = serving_version(store, models_dir, MODEL).version
+    except ModelError:
+        incumbent = None
     result = train_click(store, as_of, models_dir, clock, config)
     until = data_end(store, check_as_of(as_of), PURCHASE_TYPES)
     eval_start = until - timedelta(days=config.data.label_days)
@@ -128,13 +131,6 @@ def retrain(store: Store, models_dir: str | Path, clock: Clock, *, as_of: dateti
     _record(store, report)
     log.info("retrain %s: %s (%s)", report.run_id, "promoted" if promoted else "kept champion", reason)
     return report
-
-
-def _latest_or_none(models_dir: str | Path) -> str | None:
-    try:
-        return load_model(models_dir, MODEL, "latest").version
-    except ModelError:
-        return None
 
 
 def _record(store: Store, r: RetrainReport) -> None:

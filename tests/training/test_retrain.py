@@ -15,7 +15,13 @@ from engine.errors import ConfigError
 from engine.store import Store
 from engine.training.artifacts import load_model
 from engine.training.click import ClickConfig
-from engine.training.retrain import champion_version, crontab_trigger, retrain, retrain_scheduler
+from engine.training.retrain import (
+    champion_version,
+    crontab_trigger,
+    retrain,
+    retrain_scheduler,
+    set_champion,
+)
 from engine.training.synthetic import add_shoppers
 
 WEAK = ClickConfig(num_boost_round=1, num_leaves=2, min_data_in_leaf=20)
@@ -121,3 +127,18 @@ def test_cli_retrain_once_records_a_promoted_first_run(tmp_path, monkeypatch, ca
     assert champion_version(tmp_path / "models") == out["challenger_version"]
     with Store(str(db)) as store:
         assert retrain_runs(store.con)["run_id"].tolist() == [out["run_id"]]
+
+
+@pytest.mark.slow
+def test_each_database_is_judged_against_its_own_champion(shop, tmp_path):
+    """Two databases share a models folder: a retrain on one never takes the other's model as incumbent."""
+    models = tmp_path / "models"
+    mine = retrain(shop, models, FixedClock(T0 + timedelta(days=1)), as_of=AS_OF, margin=0.005, config=WEAK)
+    with Store(":memory:") as other:
+        add_shoppers(other, np.random.default_rng(4), n_users=100, n_items=40)
+        theirs = retrain(other, models, FixedClock(T0 + timedelta(days=1, hours=1)), as_of=AS_OF, margin=0.005, config=WEAK)
+    # a database with no model of its own is served by the folder's champion, so that is its incumbent
+    assert theirs.champion_version == mine.challenger_version
+    set_champion(models, "click", theirs.challenger_version)           # the folder now points at theirs
+    again = retrain(shop, models, FixedClock(T0 + timedelta(days=1, hours=2)), as_of=AS_OF, margin=0.005, config=WEAK)
+    assert again.champion_version == mine.challenger_version     # this database's own, not the folder's
