@@ -49,13 +49,6 @@ def _tables(store: Store) -> dict[str, pd.DataFrame]:
     return {t: store.df(f"SELECT * FROM {t} ORDER BY ALL").astype(str) for t in names}
 
 
-@pytest.fixture
-def filled(tmp_path):
-    with Store(tmp_path / "a.duckdb") as store:
-        _fill(store)
-        yield store
-
-
 def test_round_trip_restores_every_table_equal(filled, tmp_path):
     m = write_backup(filled, tmp_path / "bk", K1, NOW)
     assert m.row_counts["devices"] == 2 and m.row_counts["events"] == 3 and m.row_counts["sends"] == 2
@@ -204,17 +197,22 @@ def test_a_sealed_file_moved_to_another_table_is_refused(filled, tmp_path):
     assert not target.exists()
 
 
-def test_a_version_1_backup_of_plain_parquet_still_restores(filled, tmp_path):
-    m = write_backup(filled, tmp_path / "bk", K1, NOW)
-    manifest = json.loads((m.path / "manifest.json").read_text())
+def as_version_1(folder) -> None:
+    """Rewrite the backup in ``folder`` as format 1 would have been: plain Parquet, unsigned manifest."""
+    manifest = json.loads((folder / "manifest.json").read_text())
     for table, meta in manifest["tables"].items():
-        plain = m.path / f"{table}.parquet"
-        open_sealed(m.path / meta["file"], plain, K1, f"pushwise-backup:{table}")
-        (m.path / meta["file"]).unlink()
+        plain = folder / f"{table}.parquet"
+        open_sealed(folder / meta["file"], plain, K1, f"pushwise-backup:{table}")
+        (folder / meta["file"]).unlink()
         meta.update(file=plain.name, sha256=hashlib.sha256(plain.read_bytes()).hexdigest())
         meta.pop("key_id")
     manifest["version"] = 1
-    (m.path / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_version_1_backup_of_plain_parquet_still_restores(filled, tmp_path):
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    as_version_1(m.path)
     restored = tmp_path / "restored.duckdb"
     restore_backup(restored, m.path, K1, force=True)
     with Store(restored) as back:

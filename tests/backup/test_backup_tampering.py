@@ -10,17 +10,9 @@ import stat
 import pytest
 
 from engine.backup import BackupError, restore_backup, sign_manifest, write_backup
-from engine.backup.sealed import open_sealed
 from engine.service.operations import erase_user
 from engine.store import Store
-from tests.backup.test_backup import K1, NOW, _fill
-
-
-@pytest.fixture
-def filled(tmp_path):
-    with Store(tmp_path / "a.duckdb") as store:
-        _fill(store)
-        yield store
+from tests.backup.test_backup import K1, NOW, as_version_1
 
 
 def _edit(folder, change) -> None:
@@ -70,14 +62,7 @@ def test_an_unencrypted_version_1_backup_needs_force(filled, tmp_path):
     # anyone who can write to the backup folder can make one (the install id is in every manifest, in
     # clear): restored without a question, it could plant an admin API key
     m = write_backup(filled, tmp_path / "bk", K1, NOW)
-    manifest = json.loads((m.path / "manifest.json").read_text())
-    for table, meta in manifest["tables"].items():
-        plain = m.path / f"{table}.parquet"
-        open_sealed(m.path / meta["file"], plain, K1, f"pushwise-backup:{table}")
-        (m.path / meta["file"]).unlink()
-        meta.update(file=plain.name, sha256=hashlib.sha256(plain.read_bytes()).hexdigest())
-    manifest["version"] = 1
-    (m.path / "manifest.json").write_text(json.dumps(manifest))
+    as_version_1(m.path)
     target = tmp_path / "target.duckdb"
     restore_backup(target, write_backup(filled, tmp_path / "first", K1, NOW).path, K1)
     with pytest.raises(BackupError, match="unencrypted version 1 backup: its origin cannot be checked"):

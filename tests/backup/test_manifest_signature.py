@@ -13,14 +13,7 @@ from engine.backup import BackupError, newest_backup, restore_backup, verify_bac
 from engine.cli import main
 from engine.security import Keyring
 from engine.store import Store
-from tests.backup.test_backup import K1, NOW, _fill
-
-
-@pytest.fixture
-def filled(tmp_path):
-    with Store(tmp_path / "a.duckdb") as store:
-        _fill(store)
-        yield store
+from tests.backup.test_backup import K1, NOW
 
 
 def _edit(folder, change) -> None:
