@@ -158,8 +158,11 @@ def _made_by_demo(path: Path) -> bool:
     except duckdb.Error:
         return False
     try:
-        return bool(con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'demo_marker'").fetchone()[0])
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "demo_marker" in tables:           # databases made by the demo before the marker moved
+            return True
+        return "service_meta" in tables and bool(con.execute(
+            "SELECT count(*) FROM service_meta WHERE name = 'made_by_demo'").fetchone()[0])
     finally:
         con.close()
 
@@ -214,8 +217,8 @@ def run_demo(settings: Settings, *, fast: bool = False, force: bool = False, spe
     campaign = load_campaign(demo_campaign_path())
     say = print if progress else (lambda *a, **k: None)
     with tempfile.TemporaryDirectory() as tmp, Store(db) as store:
-        store.execute("CREATE TABLE demo_marker (created_at TIMESTAMPTZ)")
-        store.execute("INSERT INTO demo_marker VALUES (now())")
+        # a row of the schema's own table, so backups carry it and restores take it back
+        store.execute("INSERT OR REPLACE INTO service_meta VALUES ('made_by_demo', CAST(now() AS VARCHAR))")
         files = _demo_files(Path(settings.data_dir), fast, Path(tmp))
 
         say("1/6 ingest")

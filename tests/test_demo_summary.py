@@ -78,3 +78,24 @@ def test_the_demo_refuses_a_file_that_is_not_a_database(tmp_path):
     with pytest.raises(InputError, match="was not created by `pushwise demo`"):
         run_demo(settings, fast=True, progress=False)
     assert db.read_text() == "my notes\n"
+
+
+def test_a_demo_database_backs_up_and_restores_and_stays_the_demos(tmp_path):
+    """The demo's marker is a row of the schema, so a backup of a demo database restores (it used to be
+    a table of its own, which restore refused), and the restored file is still recognised as the demo's."""
+    from datetime import UTC, datetime
+
+    from engine.backup import restore_backup, write_backup
+    from engine.demo import _made_by_demo
+    from engine.security.crypto import Keyring
+    from engine.store import Store
+
+    db = tmp_path / "d.duckdb"
+    with Store(db) as store:
+        store.execute("INSERT OR REPLACE INTO service_meta VALUES ('made_by_demo', 'x')")
+        keyring = Keyring((("k1", bytes(32)),))
+        m = write_backup(store, tmp_path / "bk", keyring, datetime(2026, 12, 4, tzinfo=UTC))
+    assert m.data["skipped_tables"] == []
+    restored = tmp_path / "r.duckdb"
+    restore_backup(restored, m.path, keyring)
+    assert _made_by_demo(restored) and not _made_by_demo(tmp_path / "bk" / m.path.name / "manifest.json")

@@ -17,9 +17,11 @@ restored only with ``force`` (docs/decisions/015-service-hardening.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +37,8 @@ from engine.backup.sealed import SealError, open_sealed, seal_file
 from engine.errors import InputError
 from engine.security.crypto import Keyring
 from engine.store import Store
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FORMAT", "BackupError", "Manifest", "Restored", "list_backups", "newest_backup", "restore_backup",
            "sign_manifest", "verify_backup", "write_backup"]
@@ -98,6 +102,13 @@ def _tables(store: Store) -> list[str]:
         """SELECT table_name FROM information_schema.tables
            WHERE table_schema = 'main' AND table_type = 'BASE TABLE' AND table_catalog = current_database()
            ORDER BY table_name""").fetchall()]
+
+
+@functools.cache
+def schema_tables() -> frozenset[str]:
+    """The tables Pushwise's migrations create: what a restore can take back, so all a backup holds."""
+    with Store(":memory:") as fresh:
+        return frozenset(_tables(fresh))
 
 
 def _used_key_ids(store: Store, keyring: Keyring) -> set[str]:
@@ -203,14 +214,22 @@ def write_backup(store: Store, root: Path, keyring: Keyring, now: datetime, keep
     are either wholly in it or wholly absent.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(f"cannot create the backup folder {root}: {exc.strerror}") from None
     name = PREFIX + now.strftime("%Y%m%dT%H%M%S%fZ")
     tmp = root / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(mode=0o700)   # the manifest names tables, row counts and key fingerprints
     tables: dict[str, dict] = {}
     with store.transaction() as con:
-        for table in _tables(store):
+        present = _tables(store)
+        # a table of someone else's (not created by a migration) cannot be restored: leave it out, say so
+        skipped = [t for t in present if t not in schema_tables()]
+        if skipped:
+            log.warning("backup leaves out tables that are not part of Pushwise's schema: %s", ", ".join(skipped))
+        for table in (t for t in present if t in schema_tables()):
             plain = tmp / f"{table}.parquet"
             con.execute(f"COPY (SELECT * FROM \"{table}\") TO {_sql_path(plain)} (FORMAT parquet, COMPRESSION zstd)")
             target = tmp / f"{table}.parquet.sealed"
@@ -226,7 +245,8 @@ def write_backup(store: Store, root: Path, keyring: Keyring, now: datetime, keep
     fps = keyring.fingerprints()
     data = {"format": FORMAT, "version": VERSION, "created_at": now.isoformat(), "encryption": SCHEME,
             "install_id": install[0][0] if install else None, "migrations": migrations,
-            "data_keys": {k: fps.get(k, "unknown") for k in sorted(used)}, "tables": tables}
+            "data_keys": {k: fps.get(k, "unknown") for k in sorted(used)}, "tables": tables,
+            "skipped_tables": skipped}
     data = sign_manifest(data, keyring)
     (tmp / "manifest.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     final = root / name

@@ -217,3 +217,21 @@ def test_a_version_1_backup_of_plain_parquet_still_restores(filled, tmp_path):
     restore_backup(restored, m.path, K1, force=True)
     with Store(restored) as back:
         assert back.count("events") == filled.count("events") > 0
+
+
+def test_a_table_outside_the_schema_is_left_out_and_named_so_the_backup_restores(filled, tmp_path, caplog):
+    filled.execute("CREATE TABLE my_notes (note VARCHAR)")
+    filled.execute("INSERT INTO my_notes VALUES ('not Pushwise data')")
+    m = write_backup(filled, tmp_path / "bk", K1, NOW)
+    assert "my_notes" not in m.data["tables"] and m.data["skipped_tables"] == ["my_notes"]
+    assert "my_notes" in caplog.text
+    restored = tmp_path / "restored.duckdb"
+    restore_backup(restored, m.path, K1)                       # used to fail: "does not exist in this schema"
+    with Store(restored) as back:
+        assert back.count("events") == filled.count("events") > 0
+
+
+def test_an_unwritable_backup_folder_is_one_clear_error(filled, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BackupError, match=r"cannot create the backup folder .*file/x"):
+        write_backup(filled, tmp_path / "file" / "x", K1, NOW)
