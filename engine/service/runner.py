@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import tempfile
 import time
 from contextlib import ExitStack
@@ -199,9 +200,23 @@ async def _run(settings: Settings, opts: ServeOptions, store: Store, stack: Exit
         store.publish_snapshot()
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt   # the same orderly way out as Ctrl-C
+
+
 def serve(settings: Settings, opts: ServeOptions) -> None:
-    """Run until interrupted (Ctrl-C or SIGTERM)."""
+    """Run until interrupted (Ctrl-C or SIGTERM).
+
+    uvicorn catches both signals while it serves, shuts down, and then raises the signal again under the
+    handler that was installed before it started. For SIGTERM (what systemd and Docker send) that is the
+    default action, which would kill the process before ``_run`` revokes the local admin key, removes the
+    runtime file and publishes the snapshot; so SIGTERM is turned into the same exception as Ctrl-C.
+    """
     check_bind(opts)
-    with ExitStack() as stack:
-        store = stack.enter_context(Store(settings.db_path))
-        asyncio.run(_run(settings, opts, store, stack))
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        with ExitStack() as stack:
+            store = stack.enter_context(Store(settings.db_path))
+            asyncio.run(_run(settings, opts, store, stack))
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -69,3 +69,26 @@ def test_cli_goes_through_the_running_service_then_directly_after_it_stops(tmp_p
         assert store.count("erasure_ledger") == 1
         revoked = store.execute("SELECT count(*) FROM api_keys WHERE label = 'service-local' AND revoked_at IS NULL")
         assert revoked.fetchall() == [(0,)]
+
+
+def test_sigterm_stops_the_service_as_cleanly_as_ctrl_c(tmp_path):
+    """systemd and Docker stop with SIGTERM: the local admin key is revoked and the runtime file removed."""
+    env, db = _env(tmp_path), tmp_path / "pw.duckdb"
+    server = subprocess.Popen([sys.executable, "-m", "engine.cli", "--db", str(db), "serve", "--port", "0",
+                               "--backup-dir", ""], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not runtime_file(db).exists():
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=60)
+    assert server.returncode in (0, 130), err               # not -15: the default action did not kill it
+    assert "Traceback" not in err
+    assert not runtime_file(db).exists()
+    with Store(db) as store:
+        live = store.execute("SELECT count(*) FROM api_keys WHERE label = 'service-local' AND revoked_at IS NULL")
+        assert live.fetchall() == [(0,)]
