@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -252,11 +253,29 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
         audit(store, now, None, "erase", "u:" + pseudonymise(args.user, key), 0, str(sum(counts.values())))
         return {"deleted": counts}
 
+    if not args.user:
+        raise InputError("USER must not be empty")
     out = _direct_or_service(settings, direct, lambda c: c.call("POST", "/v1/admin/erase", {"user_id": args.user}))
+    if not any(out["deleted"].values()):
+        # kept in the ledger all the same: a backup may still hold the user, and a restore erases them again
+        _out(args, out, "no data held for this user id (check for a typo); the erasure is recorded, so a "
+                        "restore of an older backup erases the user again")
+        return 0
     _out(args, out, "erased: " + ", ".join(f"{k}={v:,}" for k, v in out["deleted"].items())
          + "; backups taken before now still hold this user until they rotate out, and `pushwise restore` "
            "erases the user again from any of them")
     return 0
+
+
+def _positive_rate(text: str) -> float:
+    """A finite number above zero (the API's own rule for a key's rate), for argparse."""
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = float("nan")
+    if not math.isfinite(rate) or rate <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of requests per second above 0, got {text!r}")
+    return rate
 
 
 def _usage(args: argparse.Namespace) -> int:
@@ -284,7 +303,7 @@ def register(add) -> None:
     kc = sub.add_parser("create", help="create an API key (printed once)")
     kc.add_argument("--scope", action="append", required=True, choices=["send", "ingest", "admin", "metrics"])
     kc.add_argument("--label", default="")
-    kc.add_argument("--rate", type=float, default=200.0, help="requests per second allowed to this key")
+    kc.add_argument("--rate", type=_positive_rate, default=200.0, help="requests per second allowed to this key")
     kc.add_argument("--json", action="store_true")
     kc.set_defaults(func=cmd_keys_create)
     kr = sub.add_parser("rotate-data-key", help="add a new data key and re-encrypt every secret under it")

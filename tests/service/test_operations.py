@@ -24,3 +24,29 @@ def test_erase_also_removes_the_users_rows_in_quarantine(tmp_path):
         assert erase_user(store, "u1", key=b"k", now=NOW)["quarantine"] == 2
         left = store.execute("SELECT row_number FROM quarantine ORDER BY 1").fetchall()
     assert left == [(3,), (4,)]   # another user's row that mentions u1 as an item stays
+
+
+def test_erase_cli_refuses_an_empty_id_and_says_when_nothing_matched(tmp_path, capsys, monkeypatch):
+    from engine.cli import main
+
+    monkeypatch.setenv("PUSHWISE_DATA_KEYS", "k1:" + "44" * 32)
+    monkeypatch.setenv("PUSHWISE_PSEUDONYM_KEY", "erase-test")
+    db = str(tmp_path / "e.duckdb")
+    Store(db).close()
+    assert main(["--db", db, "erase", ""]) == 3
+    assert "USER must not be empty" in capsys.readouterr().err
+    assert main(["--db", db, "erase", "nobody-here"]) == 0
+    assert "no data held for this user id (check for a typo)" in capsys.readouterr().out
+    with Store(db) as store:
+        assert store.count("erasure_ledger") == 1      # recorded all the same: a backup may still hold them
+
+
+def test_keys_create_refuses_a_rate_the_api_would_refuse(tmp_path, capsys):
+    import pytest
+
+    from engine.cli import main
+
+    for bad in ("0", "-5", "nan", "inf", "fast"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--db", str(tmp_path / "k.duckdb"), "keys", "create", "--scope", "send", "--rate", bad])
+        assert exit_.value.code == 2 and "above 0" in capsys.readouterr().err
