@@ -99,3 +99,18 @@ def test_a_demo_database_backs_up_and_restores_and_stays_the_demos(tmp_path):
     restored = tmp_path / "r.duckdb"
     restore_backup(restored, m.path, keyring)
     assert _made_by_demo(restored) and not _made_by_demo(tmp_path / "bk" / m.path.name / "manifest.json")
+
+
+def test_a_model_below_its_baseline_is_described_truthfully(capsys):
+    from types import SimpleNamespace
+
+    from engine.demo import print_models
+
+    def result(name, value, base):
+        return SimpleNamespace(name=name, headline_metric="m", headline_value=value, baseline="b", baseline_value=base)
+
+    print_models([result("send_time", 0.40, 0.42), result("click_obd", 0.45, 0.52), result("click", 0.3, 0.2)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("(below its baseline; planning still uses it: read its card)")
+    assert lines[2].endswith("(below its baseline; never used for planning)")
+    assert "below" not in lines[3]
