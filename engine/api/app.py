@@ -45,7 +45,16 @@ from engine.api.web import SecurityHeaders, mount_docs
 from engine.clock import Clock, SystemClock
 from engine.errors import InputError, PushwiseError
 from engine.security import vendor_secrets
-from engine.security.apikeys import ApiKey, NonceCache, RateLimiter, audit, audit_many, create_key
+from engine.security.apikeys import (
+    ApiKey,
+    NonceCache,
+    RateLimiter,
+    audit,
+    audit_many,
+    create_key,
+    list_keys,
+    revoke_key,
+)
 from engine.security.crypto import Keyring
 from engine.service import operations as ops
 from engine.service.batching import GroupCommit
@@ -305,6 +314,20 @@ def create_app(ctx: ServiceContext) -> FastAPI:
                                 rate_per_second=body.rate_per_second)
         _audit(request, "key.create", made.key_id, 201, ",".join(made.scopes))
         return {"key": full, "key_id": made.key_id, "scopes": list(made.scopes)}
+
+    @app.get("/v1/admin/keys", tags=["admin"])
+    async def keys(key: AdminKey) -> list[dict]:
+        """Every API key's id, scopes, label, rate and dates (never a secret)."""
+        return list_keys(ctx.store)
+
+    @app.delete("/v1/admin/keys/{key_id}", tags=["admin"])
+    async def revoke(key_id: str, request: Request, key: AdminKey) -> dict:
+        """Revoke a key at once (this process forgets it too; no grace period)."""
+        if not revoke_key(ctx.store, key_id, ctx.clock.now()):
+            raise HTTPException(404, f"no live API key {key_id!r}")
+        ctx.key_cache.clear()                  # a cached lookup must not outlive the revocation
+        _audit(request, "key.revoke", key_id, 200)
+        return {"key_id": key_id, "revoked": True}
 
     @app.post("/v1/admin/rotate-data-key", tags=["admin"])
     async def rotate(request: Request, key: AdminKey) -> dict:

@@ -24,7 +24,7 @@ from engine.security.crypto import Keyring
 from engine.store import Store
 
 __all__ = ["SCOPES", "ApiKey", "NonceCache", "RateLimiter", "audit", "audit_many", "authenticate", "create_key",
-           "sign_request", "verify_signature"]
+           "list_keys", "revoke_key", "sign_request", "verify_signature"]
 
 SCOPES = ("send", "ingest", "admin", "metrics")   # metrics: read /metrics only
 SIGNING_COLUMN = "api_keys.signing_secret"
@@ -61,6 +61,21 @@ def create_key(store: Store, keyring: Keyring, scopes: list[str], now: datetime,
                   [key_id, _sha(secret), keyring.encrypt(secret, SIGNING_COLUMN), sorted(set(scopes)),
                    rate_per_second, label, now])
     return f"pwk_{key_id}_{secret}", ApiKey(key_id, tuple(sorted(set(scopes))), rate_per_second)
+
+
+def list_keys(store: Store) -> list[dict]:
+    """Every key's public facts (id, scopes, label, rate, created, revoked), newest first; never a secret."""
+    rows = store.execute("""SELECT key_id, scopes, label, rate_per_second, created_at, revoked_at FROM api_keys
+                            ORDER BY created_at DESC, key_id""").fetchall()
+    return [{"key_id": r[0], "scopes": list(r[1]), "label": r[2] or "", "rate_per_second": float(r[3]),
+             "created_at": r[4].isoformat(), "revoked_at": r[5].isoformat() if r[5] else None} for r in rows]
+
+
+def revoke_key(store: Store, key_id: str, now: datetime) -> bool:
+    """Revoke ``key_id`` from ``now`` on; False when no live key has that id (unknown or already revoked)."""
+    hit = store.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL RETURNING key_id",
+                        [now, key_id]).fetchall()
+    return bool(hit)
 
 
 def _lookup(store: Store, key_id: str) -> tuple[ApiKey, str, str] | None:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from engine.config import Settings
 from engine.errors import InputError, StoreBusyError
@@ -79,6 +80,31 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     made = _direct_or_service(settings, direct, lambda c: c.call(
         "POST", "/v1/admin/keys", {"scopes": args.scope, "label": args.label, "rate_per_second": args.rate}))
     _out(args, made, f"key {made['key_id']} ({', '.join(made['scopes'])}); shown once, store it now:\n{made['key']}")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.security.apikeys import list_keys
+
+    keys = _direct_or_service(settings, list_keys, lambda c: c.call("GET", "/v1/admin/keys"))
+    lines = [f"{k['key_id']}  {','.join(k['scopes']):<14} {k['label'] or '-':<16} "
+             f"{'revoked ' + k['revoked_at'][:19] if k['revoked_at'] else 'live'}  created {k['created_at'][:19]}"
+             for k in keys]
+    _out(args, keys, "\n".join(lines) or "no API keys")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.clock import SystemClock
+    from engine.security.apikeys import revoke_key
+
+    def direct(store):
+        if not revoke_key(store, args.key_id, SystemClock().now()):
+            raise InputError(f"no live API key {args.key_id!r} (see `pushwise keys list`)")
+        return {"key_id": args.key_id, "revoked": True}
+
+    done = _direct_or_service(settings, direct, lambda c: c.call("DELETE", "/v1/admin/keys/" + quote(args.key_id, safe="")))
+    _out(args, done, f"key {done['key_id']} revoked")
     return 0
 
 
@@ -306,6 +332,13 @@ def register(add) -> None:
     kc.add_argument("--rate", type=_positive_rate, default=200.0, help="requests per second allowed to this key")
     kc.add_argument("--json", action="store_true")
     kc.set_defaults(func=cmd_keys_create)
+    kl = sub.add_parser("list", help="list API keys (id, scopes, label, live or revoked; never a secret)")
+    kl.add_argument("--json", action="store_true")
+    kl.set_defaults(func=cmd_keys_list)
+    kv = sub.add_parser("revoke", help="revoke an API key at once")
+    kv.add_argument("key_id", metavar="KEY_ID", help="the id `keys create` and `keys list` show")
+    kv.add_argument("--json", action="store_true")
+    kv.set_defaults(func=cmd_keys_revoke)
     kr = sub.add_parser("rotate-data-key", help="add a new data key and re-encrypt every secret under it")
     kr.add_argument("--json", action="store_true")
     kr.set_defaults(func=cmd_keys_rotate)

@@ -257,3 +257,20 @@ def test_metrics_open_on_loopback_admits_local_scrapes_only(service):
     assert asyncio.run(_get_from("::1", create_app(ctx), "/metrics")) == 200
     ctx.metrics_open_on_loopback = False
     assert client.get("/metrics").status_code == 401
+
+
+def test_an_admin_lists_and_revokes_keys_and_a_revoked_key_stops_at_once(service):
+    ctx, client, keys = service
+    send_id = keys["send"].split("_")[1]
+    assert client.get("/v1/admin/keys", headers=auth(keys["send"])).status_code == 403
+    listed = client.get("/v1/admin/keys", headers=auth(keys["admin"])).json()
+    assert {k["key_id"] for k in listed} >= {send_id} and all("secret" not in json.dumps(k) for k in listed)
+    assert [k for k in listed if k["key_id"] == send_id][0]["revoked_at"] is None
+    body = {"name": "promo", "title": "t", "body": "b", "user_ids": ["u1"]}
+    assert client.post("/v1/triggers", headers=auth(keys["send"]), json=body).status_code == 202   # now cached
+    r = client.delete(f"/v1/admin/keys/{send_id}", headers=auth(keys["admin"]))
+    assert r.status_code == 200 and r.json() == {"key_id": send_id, "revoked": True}
+    assert client.post("/v1/triggers", headers=auth(keys["send"]), json=body).status_code == 401   # no grace
+    assert client.delete(f"/v1/admin/keys/{send_id}", headers=auth(keys["admin"])).status_code == 404
+    listed = {k["key_id"]: k for k in client.get("/v1/admin/keys", headers=auth(keys["admin"])).json()}
+    assert listed[send_id]["revoked_at"] is not None

@@ -50,3 +50,21 @@ def test_keys_create_refuses_a_rate_the_api_would_refuse(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             main(["--db", str(tmp_path / "k.duckdb"), "keys", "create", "--scope", "send", "--rate", bad])
         assert exit_.value.code == 2 and "above 0" in capsys.readouterr().err
+
+
+def test_keys_list_and_revoke_without_the_service(tmp_path, capsys, monkeypatch):
+    from engine.cli import main
+
+    monkeypatch.setenv("PUSHWISE_DATA_KEYS", "k1:" + "44" * 32)
+    db = str(tmp_path / "k.duckdb")
+    assert main(["--db", db, "keys", "create", "--scope", "send", "--label", "shop", "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert main(["--db", db, "keys", "list"]) == 0
+    text = capsys.readouterr().out
+    assert made["key_id"] in text and "live" in text and made["key"] not in text
+    assert main(["--db", db, "keys", "revoke", made["key_id"]]) == 0
+    assert f"key {made['key_id']} revoked" in capsys.readouterr().out
+    assert main(["--db", db, "keys", "revoke", made["key_id"]]) == 3
+    assert "no live API key" in capsys.readouterr().err
+    assert main(["--db", db, "keys", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["revoked_at"] is not None
