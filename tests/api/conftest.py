@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +15,7 @@ from engine.api import ServiceContext, create_app
 from engine.api.server import serve_in_thread
 from engine.clock import FixedClock
 from engine.security import Keyring, create_key
+from engine.service.runner import runtime_file
 from engine.store import Store
 
 DATA_KEY = "11" * 32
@@ -37,3 +42,17 @@ def service(tmp_path, keyring):
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def start_serve(db: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    """`pushwise serve` on ``db`` (any port, no backups) in a child process, returned once it is listening."""
+    server = subprocess.Popen([sys.executable, "-m", "engine.cli", "--db", str(db), "serve", "--port", "0",
+                               "--backup-dir", "", *extra], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not runtime_file(db).exists():
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError(f"pushwise serve did not start: {server.communicate()[1]}")
+        time.sleep(0.1)
+    return server

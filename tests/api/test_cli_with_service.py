@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from engine.service.runner import runtime_file
 from engine.store import Store
+from tests.api.conftest import start_serve
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 TOKEN = "c0ffee" * 10 + "abcd"
@@ -34,15 +34,8 @@ def test_cli_goes_through_the_running_service_then_directly_after_it_stops(tmp_p
     env, db = _env(tmp_path), tmp_path / "pw.duckdb"
     made = _cli(env, db, "keys", "create", "--scope", "send", "--json")
     assert made.returncode == 0, made.stderr
-    server = subprocess.Popen([sys.executable, "-m", "engine.cli", "--db", str(db), "serve", "--port", "0",
-                               "--backup-dir", ""], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    server = start_serve(db, env)
     try:
-        deadline = time.monotonic() + 240
-        while not runtime_file(db).exists():
-            assert server.poll() is None, server.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         assert oct(runtime_file(db).stat().st_mode & 0o777) == "0o600"
         reg = _cli(env, db, "devices", "register", "--user", "u1", "--vendor", "apns", "--token", "-", stdin=TOKEN)
         assert reg.returncode == 0 and "registered" in reg.stdout, reg.stderr
@@ -74,18 +67,9 @@ def test_cli_goes_through_the_running_service_then_directly_after_it_stops(tmp_p
 def test_sigterm_stops_the_service_as_cleanly_as_ctrl_c(tmp_path):
     """systemd and Docker stop with SIGTERM: the local admin key is revoked and the runtime file removed."""
     env, db = _env(tmp_path), tmp_path / "pw.duckdb"
-    server = subprocess.Popen([sys.executable, "-m", "engine.cli", "--db", str(db), "serve", "--port", "0",
-                               "--backup-dir", ""], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not runtime_file(db).exists():
-            assert server.poll() is None, server.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        out, err = server.communicate(timeout=60)
+    server = start_serve(db, env)
+    server.send_signal(signal.SIGTERM)
+    out, err = server.communicate(timeout=60)
     assert server.returncode in (0, 130), err               # not -15: the default action did not kill it
     assert "Traceback" not in err
     assert not runtime_file(db).exists()

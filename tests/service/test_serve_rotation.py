@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from engine.service.runner import runtime_file
+from tests.api.conftest import start_serve
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 TOKEN = "feedfacecafebeef" * 4   # the APNs sandbox delivers to any well-formed token
@@ -41,15 +42,8 @@ def test_sends_still_go_out_after_a_rotation_while_serving(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWISE_")}
     env.update(PUSHWISE_PSEUDONYM_KEY="rotation-test", XDG_CONFIG_HOME=str(tmp_path))   # key file, not env keys
     db = tmp_path / "pw.duckdb"
-    server = subprocess.Popen([sys.executable, "-m", "engine.cli", "--db", str(db), "serve", "--port", "0",
-                               "--sandbox", "--backup-dir", ""], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    server = start_serve(db, env, "--sandbox")
     try:
-        deadline = time.monotonic() + 240
-        while not runtime_file(db).exists():
-            assert server.poll() is None, server.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         info = json.loads(runtime_file(db).read_text())
         with httpx.Client(base_url=info["url"], headers={"Authorization": f"Bearer {info['admin_key']}"},
                           timeout=30) as client:
