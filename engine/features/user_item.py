@@ -11,7 +11,7 @@ from engine.errors import InputError
 from engine.features.base import PURCHASE_TYPES, Db, check_as_of, fetch_df, purchases_cte, registered
 from engine.features.item import item_neighbors
 
-__all__ = ["USER_ITEM_FEATURES", "user_item_features"]
+__all__ = ["HALF_LIFE_DAYS", "USER_ITEM_FEATURES", "history_ctes", "user_item_features"]
 
 #: Feature columns of :func:`user_item_features`, in order.
 USER_ITEM_FEATURES: tuple[str, ...] = (
@@ -77,20 +77,10 @@ def user_item_features(
     frame = frame.assign(pair_no=range(len(frame)))
     with registered(db, frame, "pw_pairs") as pv, registered(db, neighbors, "pw_nb") as nb:
         sql = f"""
-            WITH p AS ({purchases_cte()} AND e.user_id IN (SELECT user_id FROM {pv})),
-            ub AS (
-                SELECT user_id, item_id, basket, count(*) AS n, min(ts) AS ts, sum(quantity) AS q
-                FROM p GROUP BY ALL
-            ),
-            ui AS (
-                SELECT user_id, item_id, sum(n) AS n, count(*) AS nb, max(ts) AS last_ts, min(ts) AS first_ts,
-                       count(*) FILTER (WHERE ts >= $as_of - INTERVAL 30 DAY) AS nb30, sum(q) AS qty,
-                       sum(pow(0.5, epoch($as_of - ts) / 86400.0 / $half_life)) AS decayed
-                FROM ub GROUP BY ALL
-            ),
-            ut AS (SELECT user_id, sum(n) AS total, sum(nb) AS total_nb FROM ui GROUP BY ALL),
+            WITH {history_ctes(f"SELECT user_id FROM {pv}")},
+            ut AS (SELECT user_id, sum(ui_count) AS total, sum(ui_baskets) AS total_nb FROM ui GROUP BY ALL),
             uc AS (
-                SELECT ui.user_id, it.category, sum(ui.n) AS n
+                SELECT ui.user_id, it.category, sum(ui.ui_count) AS n
                 FROM ui JOIN items it ON it.item_id = ui.item_id
                 WHERE it.category IS NOT NULL GROUP BY ALL
             ),
@@ -102,19 +92,18 @@ def user_item_features(
                 GROUP BY pr.pair_no
             )
             SELECT pr.user_id, pr.item_id,
-                   coalesce(ui.n, 0) AS ui_count,
-                   epoch($as_of - ui.last_ts) / 86400.0 AS ui_days_since,
+                   coalesce(ui.ui_count, 0) AS ui_count,
+                   ui.ui_days_since,
                    coalesce(uc.n, 0) AS ui_category_count,
                    coalesce(uc.n / ut.total, 0.0) AS ui_category_share,
                    coalesce(co.score, 0.0) AS ui_cooc_score,
                    coalesce(co.mx, 0.0) AS ui_cooc_max,
-                   coalesce(ui.nb, 0) AS ui_baskets,
-                   coalesce(ui.nb30, 0) AS ui_baskets_30d,
-                   coalesce(ui.qty, 0.0) AS ui_quantity,
-                   coalesce(ui.decayed, 0.0) AS ui_decayed,
-                   coalesce(ui.nb / ut.total_nb, 0.0) AS ui_share,
-                   CASE WHEN ui.nb > 1 THEN epoch($as_of - ui.last_ts)
-                        / (epoch(ui.last_ts - ui.first_ts) / (ui.nb - 1) + 86400.0) ELSE 0.0 END AS ui_gap_ratio
+                   coalesce(ui.ui_baskets, 0) AS ui_baskets,
+                   coalesce(ui.ui_baskets_30d, 0) AS ui_baskets_30d,
+                   coalesce(ui.ui_quantity, 0.0) AS ui_quantity,
+                   coalesce(ui.ui_decayed, 0.0) AS ui_decayed,
+                   coalesce(ui.ui_baskets / ut.total_nb, 0.0) AS ui_share,
+                   coalesce(ui.ui_gap_ratio, 0.0) AS ui_gap_ratio
             FROM {pv} pr
             LEFT JOIN ui ON ui.user_id = pr.user_id AND ui.item_id = pr.item_id
             LEFT JOIN ut ON ut.user_id = pr.user_id
@@ -140,3 +129,33 @@ def user_item_features(
             "ui_gap_ratio": "float64",
         }
     )
+
+
+def history_ctes(user_source: str) -> str:
+    """SQL CTEs ``p``, ``ub`` and ``ui`` over the purchases before ``$as_of`` of the users ``user_source`` selects.
+
+    ``ui`` has one row per (user, item) bought: ``user_id``, ``item_id``, ``ui_count``,
+    ``ui_days_since``, ``ui_baskets``, ``ui_baskets_30d``, ``ui_quantity``, ``ui_decayed``,
+    ``ui_gap_ratio`` (as :func:`user_item_features` defines them), ``first_ts`` and ``last_ts``.
+    Parameters: ``$as_of``, ``$types``, ``$half_life``. One definition for the SQL path
+    (:func:`user_item_features`) and the columnar one (:mod:`engine.recommend.columnar`).
+    """
+    return f"""
+            p AS ({purchases_cte()} AND e.user_id IN ({user_source})),
+            ub AS (
+                SELECT user_id, item_id, basket, count(*) AS n, min(ts) AS ts, sum(quantity) AS q
+                FROM p GROUP BY ALL
+            ),
+            ui AS (
+                SELECT user_id, item_id, ui_count, epoch($as_of - last_ts) / 86400.0 AS ui_days_since,
+                       ui_baskets, ui_baskets_30d, ui_quantity, ui_decayed, first_ts, last_ts,
+                       CASE WHEN ui_baskets > 1 THEN epoch($as_of - last_ts)
+                            / (epoch(last_ts - first_ts) / (ui_baskets - 1) + 86400.0) ELSE 0.0 END AS ui_gap_ratio
+                FROM (
+                    SELECT user_id, item_id, sum(n) AS ui_count, count(*) AS ui_baskets, max(ts) AS last_ts,
+                           min(ts) AS first_ts, count(*) FILTER (WHERE ts >= $as_of - INTERVAL 30 DAY) AS ui_baskets_30d,
+                           sum(q) AS ui_quantity,
+                           sum(pow(0.5, epoch($as_of - ts) / 86400.0 / $half_life)) AS ui_decayed
+                    FROM ub GROUP BY ALL
+                )
+            )"""

@@ -21,7 +21,7 @@ from engine.features.base import (
 )
 from engine.features.item import item_neighbors
 
-__all__ = ["CANDIDATE_COLUMNS", "CatalogRule", "generate_candidates"]
+__all__ = ["CANDIDATE_COLUMNS", "CatalogRule", "generate_candidates", "popular_items"]
 
 CANDIDATE_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "from_own", "from_cooc", "from_popular")
 
@@ -155,11 +155,7 @@ def generate_candidates(
                 QUALIFY row_number() OVER (PARTITION BY seeds.user_id ORDER BY sum(nbk.similarity) DESC, nbk.neighbor_id)
                         <= $n_cooc
             ),
-            pop AS (
-                SELECT item_id FROM pa WHERE {allowed('item_id')} GROUP BY item_id
-                ORDER BY count(*) FILTER (WHERE ts >= $as_of - to_days($days)) DESC, count(*) DESC, item_id
-                LIMIT $n_popular
-            ),
+            pop AS (SELECT unnest($popular::VARCHAR[]) AS item_id),
             allc AS (
                 SELECT * FROM own UNION ALL SELECT * FROM co
                 UNION ALL SELECT us.user_id, pop.item_id, 'popular' FROM us CROSS JOIN pop
@@ -169,7 +165,24 @@ def generate_candidates(
                    bool_or(src = 'popular') AS from_popular
             FROM allc GROUP BY user_id, item_id ORDER BY user_id, item_id
         """
-        params.update(
-            as_of=as_of, types=list(PURCHASE_TYPES), seeds=cooc_seeds, n_own=n_own, n_cooc=n_cooc, n_popular=n_popular, days=popular_days
-        )
+        params.update(as_of=as_of, types=list(PURCHASE_TYPES), seeds=cooc_seeds, n_own=n_own, n_cooc=n_cooc,
+                      popular=popular_items(db, as_of, catalog, n_popular, popular_days))
         return fetch_df(db, sql, params)
+
+
+def popular_items(db: Db, as_of: datetime, catalog: CatalogRule | None, n_popular: int, popular_days: int = 30) -> list[str]:
+    """The ``n_popular`` items bought most in the ``popular_days`` before ``as_of`` (all-time counts, then id, break ties).
+
+    Only items the ``catalog`` rule allows (those of the ``items`` table that pass it) when a rule is given.
+    """
+    as_of = check_as_of(as_of)
+    where, params = (catalog or CatalogRule()).where()
+    allowed = "TRUE" if catalog is None else f"item_id IN (SELECT it.item_id FROM items it WHERE {where})"
+    sql = f"""
+        WITH pa AS ({purchases_cte()})
+        SELECT item_id FROM pa WHERE {allowed} GROUP BY item_id
+        ORDER BY count(*) FILTER (WHERE ts >= $as_of - to_days($days)) DESC, count(*) DESC, item_id
+        LIMIT $n_popular
+    """
+    params.update(as_of=as_of, types=list(PURCHASE_TYPES), days=popular_days, n_popular=n_popular)
+    return fetch_df(db, sql, params)["item_id"].tolist()

@@ -16,7 +16,7 @@ import pandas as pd
 from engine.errors import InputError
 from engine.recommend.ranking import order_scored
 
-__all__ = ["CHOICE_COLUMNS", "EpsilonGreedy", "Greedy", "Policy", "Softmax", "action_probabilities", "choose"]
+__all__ = ["CHOICE_COLUMNS", "EpsilonGreedy", "Greedy", "Policy", "Softmax", "action_probabilities", "choose", "choose_rows"]
 
 #: Columns of :func:`choose`'s result.
 CHOICE_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "position", "score", "propensity", "policy")
@@ -139,13 +139,51 @@ def choose(scored: pd.DataFrame, policy: Policy, rng: np.random.Generator) -> pd
         item), ``score``, ``propensity`` (the probability the policy gave this pick), ``policy`` (its
         name); one row per user with at least one candidate, sorted by user.
     """
-    probs = action_probabilities(scored, policy)
-    if probs.empty:
-        dtypes = ("object", "object", "int64", "float64", "float64", "object")
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(CHOICE_COLUMNS, dtypes, strict=True)})
-    p = probs["probability"].to_numpy()
-    starts = np.flatnonzero(probs["position"].to_numpy() == 0)
-    group = np.cumsum(probs["position"].to_numpy() == 0) - 1
+    missing = {"user_id", "item_id", "score"} - set(scored.columns)
+    if missing:
+        raise InputError(f"scored is missing column(s): {', '.join(sorted(missing))}")
+    users, user_ids = pd.factorize(scored["user_id"], sort=True)
+    items, item_ids = pd.factorize(scored["item_id"], sort=True)
+    score = scored["score"].to_numpy(dtype="float64")
+    rows, position, propensity = choose_rows(users, items, score, policy, rng)
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series(np.asarray(user_ids, dtype=object)[users[rows]], dtype="object"),
+            "item_id": pd.Series(np.asarray(item_ids, dtype=object)[items[rows]], dtype="object"),
+            "position": position,
+            "score": score[rows],
+            "propensity": propensity,
+            "policy": pd.Series([policy.name] * len(rows), dtype="object"),
+        }
+    )
+
+
+def choose_rows(
+    user: np.ndarray, item: np.ndarray, score: np.ndarray, policy: Policy, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`choose` on integer codes: one pick per user, users in ascending code order.
+
+    Args:
+        user, item: integer codes per candidate row, ordered as the ids they stand for (so ties in
+            score go to the lower item code, as :func:`~engine.recommend.ranking.order_scored` does).
+        score: the click model's score per row.
+
+    Returns:
+        (the picked rows' indices into the inputs, their 0-based position within the user, their
+        propensity), one entry per distinct user, in ascending user code order.
+    """
+    user, item = np.asarray(user), np.asarray(item)
+    score = np.asarray(score, dtype="float64")
+    if len(user) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype="float64")
+    order = np.lexsort((item, -score, user))
+    g = user[order]
+    opens = np.r_[True, g[1:] != g[:-1]]
+    starts = np.flatnonzero(opens)
+    group = np.cumsum(opens) - 1
+    position = np.arange(len(g)) - starts[group]
+    size = np.diff(np.r_[starts, len(g)])[group]
+    p = policy.probabilities(position, score[order], size)
     # Per-user running mass (not one global cumsum: its rounding error grows with the row count).
     within = pd.Series(p).groupby(group).cumsum().to_numpy()
     ends = np.r_[starts[1:], len(p)] - 1
@@ -153,14 +191,5 @@ def choose(scored: pd.DataFrame, policy: Policy, rng: np.random.Generator) -> pd
     draw = rng.random(len(starts))
     hit = np.flatnonzero((within > draw[group] * total[group]) & (p > 0))
     _, first = np.unique(group[hit], return_index=True)
-    picked = probs.iloc[hit[first]]
-    return pd.DataFrame(
-        {
-            "user_id": picked["user_id"].to_numpy(),
-            "item_id": picked["item_id"].to_numpy(),
-            "position": picked["position"].to_numpy(dtype="int64"),
-            "score": picked["score"].to_numpy(dtype="float64"),
-            "propensity": picked["probability"].to_numpy(dtype="float64"),
-            "policy": policy.name,
-        }
-    )
+    picked = hit[first]
+    return order[picked], position[picked].astype(np.int64), p[picked].astype("float64")

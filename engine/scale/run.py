@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from distributed import Client
+from distributed import Client, Future
 
 from engine.clock import SystemClock
 from engine.config import Settings
@@ -26,18 +26,26 @@ from engine.training.click import ClickConfig
 __all__ = ["ClusterModel", "cluster_item_chooser", "plan_on_dask", "train_on_dask"]
 
 
-@dataclass(frozen=True)
 class ClusterModel:
-    """A loaded model whose ``predict`` runs on the cluster; every other attribute is the model's own."""
+    """A loaded model whose ``predict`` runs on the cluster; every other attribute is the model's own.
 
-    model: TrainedModel
-    client: Client
+    The model is sent to every worker once, on the first call, and reused by every later one.
+    """
+
+    def __init__(self, model: TrainedModel, client: Client) -> None:
+        self.model, self.client = model, client
+        self._remote: Future | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return predict_on_cluster(self.client, self.model, frame)
+        if self._remote is None:
+            [self._remote] = self.client.scatter([self.model], broadcast=True)
+        return predict_on_cluster(self.client, self.model, frame, remote_model=self._remote)
+
+    def predict_matrix(self, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+        return self.predict(pd.DataFrame(x, columns=list(columns), copy=False))
 
 
 def cluster_item_chooser(models_dir: Path, client: Client, top_k: int = 10, **options: Any) -> ModelItemChooser:

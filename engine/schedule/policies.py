@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,10 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ModelError
-from engine.features.click import click_features
-from engine.features.item import item_neighbors
-from engine.recommend import CatalogRule, EpsilonGreedy, best_send_hours, choose, generate_candidates
+from engine.features.click import CLICK_FEATURES
+from engine.recommend import CatalogRule, EpsilonGreedy, best_send_hours, choose
+from engine.recommend.columnar import AudienceIndex, CandidateBatch
+from engine.recommend.policy import choose_rows
 from engine.recommend.shortlist import (
     FirstStage,
     ShortlistRecall,
@@ -98,6 +100,7 @@ class ModelItemChooser:
         self.calibration_users, self.batch_users, self.scorer = calibration_users, batch_users, scorer
         self.recall: ShortlistRecall | None = None
         self.stage: FirstStage | None = None
+        self._weights = np.zeros(0)  # the stage's weights over every click feature (0 where the model reads none)
         self.choice: ServingChoice | None = None
         self.seconds: dict[str, list[float]] = {}
 
@@ -110,77 +113,104 @@ class ModelItemChooser:
             item_ids=c.candidate_items or None,
             sources=(c.audience_source,) if c.audience_source and not c.candidate_items else None,
         )
-        users = np.array(sorted(set(user_ids)), dtype=object)
-        neighbors = item_neighbors(store.con, as_of)
         data = model.card.get("config", {}).get("data", {})
         caps = {name: int(data[name]) for name in ("n_own", "n_cooc", "n_popular") if name in data}
         self.recall, self.stage, self.seconds = None, None, {}
         timed = _StageClock(self.seconds)
+        with timed("candidates"):
+            index = AudienceIndex.build(store.con, as_of, user_ids, catalog=catalog, **caps)
+        users = np.arange(len(index.users))
+        parts: list[tuple[np.ndarray, ...]] = []
 
-        def features(batch: np.ndarray) -> pd.DataFrame | None:
-            with timed("candidates"):
-                cands = generate_candidates(store.con, as_of, list(batch), catalog=catalog, neighbors=neighbors, **caps)
-            if cands.empty:
-                return None
+        def features(codes: np.ndarray) -> CandidateBatch:
             with timed("features"):
-                return click_features(store.con, as_of, cands, neighbors=neighbors, label_is_push=True)
+                return index.batch(codes)
 
-        def score(frame: pd.DataFrame) -> pd.DataFrame:
+        def score(x: np.ndarray) -> np.ndarray:
             with timed("model"):
-                return frame[["user_id", "item_id"]].assign(score=scorer.predict(frame))
+                return scorer.predict_matrix(x, CLICK_FEATURES)
 
-        def draw(scored: pd.DataFrame) -> pd.DataFrame:
+        def draw(batch: CandidateBatch, keep: np.ndarray | None, scores: np.ndarray, name: str) -> None:
             with timed("policy"):
-                return choose(scored, policy, rng)
+                row_user, row_item = batch.row_user, batch.row_item
+                if keep is not None:
+                    row_user, row_item = row_user[keep], row_item[keep]
+                rows, position, propensity = choose_rows(row_user, row_item, scores, policy, rng)
+                parts.append((batch.users[row_user[rows]], row_item[rows], position, scores[rows], propensity,
+                              np.full(len(rows), name, dtype=object)))
 
-        parts, rest = [], users
+        rest = users
         if self.shortlist_k is not None and len(users) >= 4 * self.calibration_users:
             sample = np.zeros(len(users), dtype=bool)
             sample[rng.choice(len(users), 2 * self.calibration_users, replace=False)] = True
             rest = users[~sample]
-            frame = features(users[sample])
-            if frame is not None:
-                scored = score(frame)
-                with timed("first_stage"):
-                    self.stage = self._calibrate(frame, scored["score"].to_numpy(), model.features)
-                parts.append(draw(scored))  # the calibration users are decided on their full lists
-        for start in range(0, len(rest), self.batch_users):
-            frame = features(rest[start:start + self.batch_users])
-            if frame is None:
-                continue
-            if self.stage is not None:
-                with timed("first_stage"):
-                    frame = self._shortlist(frame, model.features)
-            picks = draw(score(frame))
-            if self.stage is not None:
-                picks["policy"] = f"{policy.name}|shortlist(k={self.recall.k})"
-            parts.append(picks)
+            batch = features(users[sample])
+            with timed("features"):
+                x = index.matrix(batch)
+            scores = score(x)
+            with timed("first_stage"):
+                self.stage = self._calibrate(index, batch, x, scores, model.features)
+            draw(batch, None, scores, policy.name)  # the calibration users are decided on their full lists
+        name = policy.name if self.stage is None else f"{policy.name}|shortlist(k={self.recall.k})"
+        step = min(self.batch_users, index.batch_size())
+        # The model scores one batch in a worker thread (LightGBM releases the GIL) while this thread
+        # builds the next; draws stay in user order, so the seeded choices do not depend on timing.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pushwise-score") as pool:
+            pending: tuple[CandidateBatch, np.ndarray | None, Future] | None = None
+            for start in range(0, len(rest), step):
+                batch = features(rest[start:start + step])
+                keep = None
+                if self.stage is not None:
+                    with timed("first_stage"):
+                        keep = shortlist_mask(batch.row_user, index.prior(batch, self._weights), self.recall.k)
+                with timed("features"):
+                    x = index.matrix(batch, keep)
+                scoring = pool.submit(score, x)
+                if pending is not None:
+                    draw(pending[0], pending[1], _result(pending[2], timed), name)
+                pending = (batch, keep, scoring)
+            if pending is not None:
+                draw(pending[0], pending[1], _result(pending[2], timed), name)
+        return self._picks(index, parts, model.version)
+
+    def _picks(self, index: AudienceIndex, parts: list[tuple[np.ndarray, ...]], version: str) -> pd.DataFrame:
+        """The picks of every batch as :data:`~engine.recommend.policy.CHOICE_COLUMNS` rows, sorted by user."""
         if not parts:
-            return choose(pd.DataFrame({"user_id": [], "item_id": [], "score": []}), policy, rng).assign(
+            return choose(pd.DataFrame({"user_id": [], "item_id": [], "score": []}),
+                          EpsilonGreedy(top_k=self.top_k), np.random.default_rng(0)).assign(
                 model_version=pd.Series(dtype="object"))
-        return pd.concat(parts, ignore_index=True).assign(model_version=f"click/{model.version}")
+        user, item, position, score, propensity, policy = (np.concatenate(c) for c in zip(*parts, strict=True))
+        order = np.argsort(user, kind="stable")
+        return pd.DataFrame({
+            "user_id": pd.Series(index.users[user[order]], dtype="object"),
+            "item_id": pd.Series(index.items[item[order]], dtype="object"),
+            "position": position[order],
+            "score": score[order],
+            "propensity": propensity[order],
+            "policy": pd.Series(policy[order], dtype="object"),
+            "model_version": f"click/{version}",
+        })
 
-    def _shortlist(self, frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-        """Each user's calibrated number of candidates the first stage ranks best (rows come grouped by user)."""
-        group = pd.factorize(frame["user_id"], sort=False)[0]
-        x = frame[features].to_numpy(dtype="float32", na_value=0.0)
-        return frame[shortlist_mask(group, self.stage.score(x), self.recall.k)]
-
-    def _calibrate(self, frame: pd.DataFrame, scores: np.ndarray, features: list[str]) -> FirstStage | None:
+    def _calibrate(self, index: AudienceIndex, batch: CandidateBatch, x: np.ndarray, scores: np.ndarray,
+                   features: list[str]) -> FirstStage | None:
         """Fit the first stage on half the sampled users' full scores, pick the shortlist length on the other half.
 
-        Sets :attr:`recall` to the chosen length's (or, when none reaches ``min_recall``, the longest's)
+        The other half is ranked exactly as every later user is (:meth:`AudienceIndex.prior`). Sets
+        :attr:`recall` to the chosen length's (or, when none reaches ``min_recall``, the longest's)
         and returns the stage, or None to score everyone in full.
         """
-        group = pd.factorize(frame["user_id"], sort=False)[0]
+        group = batch.row_user
         fit_rows = group % 2 == 0
-        x = frame[features].to_numpy(dtype="float64", na_value=0.0)
+        columns = [CLICK_FEATURES.index(f) for f in features]
+        x = np.asarray(x[:, columns], dtype="float64")
         raw = log_odds(scores)
         if fit_rows.sum() <= x.shape[1]:
             return None
         stage = fit_first_stage(x[fit_rows], raw[fit_rows])
+        self._weights = np.zeros(len(CLICK_FEATURES))
+        self._weights[columns] = stage.weights
         test = ~fit_rows
-        prior = stage.score(x[test])
+        prior = index.prior(batch, self._weights)[test]
         k_max = int(self.shortlist_k or 1)
         for k in sorted({*range(min(self.top_k, k_max), k_max, 5), k_max}):
             kept = shortlist_mask(group[test], prior, k)
@@ -194,8 +224,20 @@ class ModelItemChooser:
         return stage if reached else None
 
 
+def _result(scoring: Future, timed: _StageClock) -> np.ndarray:
+    """The scores of a batch sent to the worker thread; time spent waiting for them is ``model_wait``."""
+    with timed("model_wait"):
+        return scoring.result()
+
+
 class _StageClock:
-    """Adds the wall and CPU seconds (all threads) of each ``with clock(name):`` block to ``seconds[name]``."""
+    """Adds the wall and CPU seconds (all threads) of each ``with clock(name):`` block to ``seconds[name]``.
+
+    The model scores in a worker thread while the calling thread builds the next batch, so the CPU
+    seconds of ``model`` overlap those of ``features`` and ``first_stage``: compare their sum with
+    the process's own CPU time, not with each other. ``model_wait`` is the time the calling thread
+    spent waiting for scores.
+    """
 
     def __init__(self, seconds: dict[str, list[float]]) -> None:
         self.seconds = seconds

@@ -16,6 +16,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,29 @@ class TrainedModel:
             return np.zeros(0, dtype="float64")
         try:
             return np.asarray(self.booster.predict(frame[self.features]), dtype="float64")
+        except (lgb.basic.LightGBMError, ValueError, TypeError) as exc:
+            raise ModelError(f"model {self.name}/{self.version} failed to predict: {exc}") from exc
+
+    def predict_matrix(self, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+        """Probabilities for the rows of the matrix ``x``, whose columns are named ``columns``.
+
+        The columns the model reads are taken in its own order (no copy when they already are).
+
+        Raises:
+            ModelError: a feature is not among ``columns`` or LightGBM refuses the input.
+        """
+        names = list(columns)
+        missing = [f for f in self.features if f not in names]
+        if missing:
+            raise ModelError(f"model {self.name}/{self.version} needs column(s) missing from the input: {missing}")
+        if len(x) == 0:
+            return np.zeros(0, dtype="float64")
+        if names != self.features:
+            x = x[:, [names.index(f) for f in self.features]]
+        try:
+            # every core: a trained model's own num_threads (often 1, for reproducible training) would
+            # leave the other idle; predictions do not depend on the thread count
+            return np.asarray(self.booster.predict(x, num_threads=os.cpu_count() or 1), dtype="float64")
         except (lgb.basic.LightGBMError, ValueError, TypeError) as exc:
             raise ModelError(f"model {self.name}/{self.version} failed to predict: {exc}") from exc
 
