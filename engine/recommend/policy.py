@@ -176,6 +176,8 @@ def choose_rows(
     score = np.asarray(score, dtype="float64")
     if len(user) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype="float64")
+    if (size := _equal_sorted_groups(user, item)) is not None:
+        return _choose_matrix(score, size, policy, rng)
     order = np.lexsort((item, -score, user))
     g = user[order]
     opens = np.r_[True, g[1:] != g[:-1]]
@@ -193,3 +195,33 @@ def choose_rows(
     _, first = np.unique(group[hit], return_index=True)
     picked = hit[first]
     return order[picked], position[picked].astype(np.int64), p[picked].astype("float64")
+
+
+def _equal_sorted_groups(user: np.ndarray, item: np.ndarray) -> int | None:
+    """The common row count of every user when rows come grouped by ascending user, items ascending
+    within each, and every user has as many rows (a shortlist); None otherwise."""
+    if np.any(np.diff(user) < 0):
+        return None
+    opens = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    sizes = np.diff(np.r_[opens, len(user)])
+    if not (sizes == sizes[0]).all():
+        return None
+    if sizes[0] > 1 and not (np.diff(item.reshape(-1, sizes[0]), axis=1) > 0).all():
+        return None
+    return int(sizes[0])
+
+
+def _choose_matrix(score: np.ndarray, size: int, policy: Policy, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`choose_rows` for users with ``size`` rows each, in order: the same picks, one user per matrix row."""
+    users = len(score) // size
+    by_score = np.argsort(-score.reshape(users, size), axis=1, kind="stable")  # ties: lower item first
+    order = (by_score + (np.arange(users) * size)[:, None]).reshape(-1)
+    position = np.tile(np.arange(size), users)
+    p = policy.probabilities(position, score[order], np.full(len(order), size)).reshape(users, size)
+    within = np.cumsum(p, axis=1)  # sums each user's row in order, as the grouped running sum does
+    draw = rng.random(users)
+    hit = (within > (draw * within[:, -1])[:, None]) & (p > 0)
+    first = np.argmax(hit, axis=1)
+    picked = np.arange(users) * size + first
+    return order[picked], first.astype(np.int64), p[np.arange(users), first].astype("float64")

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 #: Users per batch: about 50 candidate rows × ~40 columns each, so a batch holds a few hundred MB.
 BATCH_USERS = 50_000
-#: The longest shortlist tried; lengths go from the policy's top_k up to this in steps of 5.
+#: The longest shortlist tried; lengths go from the policy's top_k up to this one at a time (each costs one ranking of the calibration sample).
 SHORTLIST_K = 30
 #: Share of the model's best item, and of its top_k, that a shortlist must keep (measured per plan).
 MIN_RECALL = 0.99
@@ -212,7 +212,7 @@ class ModelItemChooser:
         test = ~fit_rows
         prior = index.prior(batch, self._weights)[test]
         k_max = int(self.shortlist_k or 1)
-        for k in sorted({*range(min(self.top_k, k_max), k_max, 5), k_max}):
+        for k in range(min(self.top_k, k_max), k_max + 1):
             kept = shortlist_mask(group[test], prior, k)
             self.recall = shortlist_recall(group[test], raw[test], kept, n=self.top_k, k=k)
             if min(self.recall.top1, self.recall.top_n) >= self.min_recall:

@@ -8,6 +8,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.recommend import CHOICE_COLUMNS, EpsilonGreedy, Greedy, Softmax, action_probabilities, choose
+from engine.recommend.policy import choose_rows
 
 
 def scored_frame(n_users: int = 3, n_items: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -104,3 +105,20 @@ def test_invalid_policy_settings(make, message: str) -> None:
 def test_scored_frame_must_have_scores() -> None:
     with pytest.raises(InputError, match=r"^scored is missing column\(s\): score$"):
         action_probabilities(pd.DataFrame({"user_id": ["u"], "item_id": ["i"]}), Greedy())
+
+
+@pytest.mark.parametrize("policy", [EpsilonGreedy(epsilon=0.3, top_k=4), Softmax(temperature=0.7, top_k=5)])
+def test_shortlists_of_equal_length_pick_exactly_what_the_general_path_picks(policy):
+    rng = np.random.default_rng(11)
+    users, size = 400, 7
+    user = np.repeat(np.arange(users), size)
+    item = np.concatenate([np.sort(rng.choice(50, size, replace=False)) for _ in range(users)])
+    score = np.round(rng.random(len(user)), 2)  # rounded: many ties, broken by the lower item
+    fast = choose_rows(user, item, score, policy, np.random.default_rng(3))
+    shuffled = rng.permutation(len(user))  # not grouped: the general path
+    rows, position, propensity = choose_rows(user[shuffled], item[shuffled], score[shuffled], policy,
+                                             np.random.default_rng(3))
+    np.testing.assert_array_equal(fast[0], shuffled[rows])
+    np.testing.assert_array_equal(fast[1], position)
+    np.testing.assert_array_equal(fast[2], propensity)
+    assert len(np.unique(fast[1])) > 2  # exploration happened: not only the top item
