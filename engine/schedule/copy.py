@@ -120,9 +120,10 @@ def choose_templates(store: Store, users: pd.DataFrame, campaign: Campaign, as_o
     u = rng.random(len(users))[:, None]
     choice = np.minimum((u >= cum).sum(axis=1), k - 1)
     return pd.DataFrame({
-        "user_id": users["user_id"].to_numpy(),
+        "user_id": users["user_id"].reset_index(drop=True),
         "template_index": choice,
-        "template_id": np.asarray(ids, dtype=object)[choice],
+        # object, not inferred as pandas' string type: converting a million picks would cost more than picking
+        "template_id": pd.Series(np.asarray(ids, dtype=object)[choice], dtype=object),
         "template_propensity": probs[seg_codes, choice],
     })
 

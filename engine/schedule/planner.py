@@ -53,8 +53,14 @@ def assign_holdout(campaign_id: str, user_ids: pd.Series, share: float) -> np.nd
 
     Stable across re-runs and machines, independent of the order users arrive in.
     """
-    prefix = f"{campaign_id}|".encode()
-    digests = b"".join(hashlib.blake2b(prefix + u.encode(), digest_size=8).digest() for u in _strings(user_ids))
+    hashed_prefix = hashlib.blake2b(f"{campaign_id}|".encode(), digest_size=8)
+
+    def digest(user_id: str) -> bytes:  # continuing a copy of the hashed prefix is cheaper than hashing it anew
+        h = hashed_prefix.copy()
+        h.update(user_id.encode())
+        return h.digest()
+
+    digests = b"".join(map(digest, _strings(user_ids)))
     # big-endian uint64 / 2**64 as a float64, exactly as int.from_bytes(h, "big") / 2**64 rounds
     return np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2**64 < share
 
@@ -65,8 +71,14 @@ def _strings(values: pd.Series | list[str]) -> list[str]:
 
 
 def _audience(store: Store, c: Campaign, as_of: datetime) -> pd.DataFrame:
+    """The campaign's audience with how to reach each user, one row per user in user id order.
+
+    Returns:
+        DataFrame[user_id, time_zone, consent (push in the campaign's class), device_id, vendor (the
+        newest active device; null without one)], with a RangeIndex.
+    """
     filters = ["e.ts < $as_of", "e.ts >= $as_of - to_days($days)", "e.event_type = 'purchase'"]
-    params: dict = {"as_of": as_of, "days": c.active_within_days}
+    params: dict = {"as_of": as_of, "days": c.active_within_days, "cls": c.message_class}
     if c.audience_source:
         filters.append("u.source = $source")
         params["source"] = c.audience_source
@@ -74,33 +86,53 @@ def _audience(store: Store, c: Campaign, as_of: datetime) -> pd.DataFrame:
         filters.append("list_contains($countries, u.country)")
         params["countries"] = list(c.countries)
     return store.df(
-        f"""SELECT u.user_id, u.time_zone
-            FROM users u JOIN events e USING (user_id)
-            WHERE {' AND '.join(filters)}
-            GROUP BY u.user_id, u.time_zone
-            HAVING count(*) >= {int(c.min_purchases)}
-            ORDER BY u.user_id""",
+        f"""WITH audience AS (
+                SELECT u.user_id, u.time_zone
+                FROM users u JOIN events e USING (user_id)
+                WHERE {' AND '.join(filters)}
+                GROUP BY u.user_id, u.time_zone
+                HAVING count(*) >= {int(c.min_purchases)}
+            ), newest_device AS (
+                SELECT user_id, device_id, vendor FROM devices WHERE active
+                QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY registered_at DESC, device_id) = 1
+            )
+            SELECT a.user_id, a.time_zone, coalesce(c.granted, false) AS consent, d.device_id, d.vendor
+            FROM audience a
+            LEFT JOIN consents c ON c.user_id = a.user_id AND c.channel = 'push' AND c.message_class = $cls
+            LEFT JOIN newest_device d ON d.user_id = a.user_id
+            ORDER BY a.user_id""",
         params,
     )
 
 
-def _reachability(store: Store, user_ids: list[str], message_class: str) -> pd.DataFrame:
-    """Per user: consent for push in this class, and the newest active device."""
-    store.con.register("pw_plan_users", pd.DataFrame({"user_id": user_ids}))
-    try:
-        return store.df(
-            """SELECT p.user_id,
-                      coalesce(c.granted, false) AS consent,
-                      d.device_id, d.vendor
-               FROM pw_plan_users p
-               LEFT JOIN consents c ON c.user_id = p.user_id AND c.channel = 'push' AND c.message_class = $cls
-               LEFT JOIN (SELECT * FROM devices WHERE active
-                          QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY registered_at DESC, device_id) = 1) d
-                      ON d.user_id = p.user_id""",
-            {"cls": message_class},
-        )
-    finally:
-        store.con.unregister("pw_plan_users")
+def _positions(user_ids: pd.Series, ids) -> np.ndarray:
+    """Where each of ``ids`` stands in ``user_ids`` (unique, RangeIndex), -1 where it does not.
+
+    Merging on the strings would hash them several times. Ids given in the same order as ``user_ids``
+    (what choosers usually return) are recognised by one comparison; otherwise factorizing the two
+    together numbers ``user_ids`` 0, 1, 2, … (they come first and are unique), so a code below
+    ``len(user_ids)`` is a position.
+    """
+    ids = pd.Series(ids, dtype=user_ids.dtype).reset_index(drop=True)  # one string type: the fast hashing path
+    if len(ids) == len(user_ids) and ids.eq(user_ids).all():
+        return np.arange(len(ids))
+    codes, _ = pd.factorize(pd.concat([user_ids, ids], ignore_index=True))
+    at = codes[len(user_ids):]
+    return np.where(at < len(user_ids), at, -1)
+
+
+def _join(users: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``users.merge(rows, on="user_id", how="left")`` for ``rows`` with at most one row per user."""
+    return _attach(users, rows.drop(columns="user_id"), _positions(users["user_id"], rows["user_id"]))
+
+
+def _attach(users: pd.DataFrame, extra: pd.DataFrame, at: np.ndarray) -> pd.DataFrame:
+    """``users`` (RangeIndex) with the columns of ``extra`` beside them; row i of ``extra`` goes to row ``at[i]``.
+
+    Rows with ``at`` -1 are dropped; users without a row get nulls, as in a left merge.
+    """
+    mine = at >= 0
+    return pd.concat([users, extra[mine].set_axis(at[mine]).reindex(users.index)], axis=1)
 
 
 def _capped(store: Store, planned: pd.DataFrame, c: Campaign) -> set[str]:
@@ -161,35 +193,35 @@ def plan_campaign(
             raise CampaignError(f"candidates.items names unknown item ids: {', '.join(unknown[:10])}"
                                 + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
     rng = np.random.default_rng(seed)
-    audience["arm"] = np.where(assign_holdout(campaign.campaign_id, audience["user_id"], campaign.holdout_share),
-                               "holdout", "treatment")
-    users = audience.merge(_reachability(store, audience["user_id"].tolist(), campaign.message_class),
-                           on="user_id", how="left")
+    users = audience
+    holdout = assign_holdout(campaign.campaign_id, users["user_id"], campaign.holdout_share)
+    users["arm"] = pd.Categorical.from_codes(holdout.astype(np.int8), ["treatment", "holdout"])
+    user_ids = users["user_id"].tolist()
 
-    picks = choose_items(store, users["user_id"].tolist(), campaign, as_of, rng)
-    users = users.merge(picks, on="user_id", how="left")
+    users = _join(users, choose_items(store, user_ids, campaign, as_of, rng))
     start, end = campaign.window(as_of)
+    # preferences keyed by the user's row in ``users``, not the id: cheap to rank and to put back
     if campaign.send_time == "best":
-        prefs = rank_hours(store, users["user_id"].tolist(), as_of)
+        prefs = _keyed_by_row(rank_hours(store, user_ids, as_of), users["user_id"])
     else:
-        prefs = _fixed_prefs(users["user_id"], campaign.fixed_hour)
-    prefs = prefs.merge(users[["user_id", "time_zone", "vendor"]], on="user_id")
-    times = resolve_send_times(prefs, start, end, _minutes(campaign.quiet_start), _minutes(campaign.quiet_end),
-                               campaign.message_class)
-    users = users.merge(times, on="user_id", how="left")
+        prefs = _fixed_prefs(len(users), campaign.fixed_hour)
+    times = resolve_send_times(_with_zone_and_vendor(prefs, users), start, end, _minutes(campaign.quiet_start),
+                               _minutes(campaign.quiet_end), campaign.message_class)
+    users = _attach(users, times.drop(columns="user_id"), times["user_id"].to_numpy())
 
     users["skip_reason"] = _skip_reasons(users)
-    capped = _capped(store, users[(users["arm"] == "treatment") & users["skip_reason"].isna()], campaign)
+    open_ = (users["arm"] == "treatment") & users["skip_reason"].isna()
+    capped = _capped(store, users.loc[open_, ["user_id", "send_at"]], campaign)
     users.loc[users["user_id"].isin(capped) & users["skip_reason"].isna(), "skip_reason"] = "frequency_cap"
     users.loc[~_within_vendor_quota(store, users, campaign, now), "skip_reason"] = "vendor_quota"
     if campaign.volume is not None:
         users["skip_reason"] = _volume_reasons(store, users, campaign, as_of)
-    users["action"] = np.where(users["arm"] == "holdout", "holdout",
-                               np.where(users["skip_reason"].isna(), "send", "skip"))
+    users["action"] = pd.Categorical.from_codes(
+        np.select([users["arm"] == "holdout", users["skip_reason"].isna()], [1, 0], 2), ["send", "holdout", "skip"])
     users.loc[users["arm"] == "holdout", "skip_reason"] = None
 
-    decisions = _decisions(store, users, campaign, as_of, now, rng)
-    _store(store, decisions, campaign, as_of, now)
+    users = _with_copy(store, users, campaign, as_of, rng)
+    _store(store, users, campaign, as_of, now)
     skipped = users.loc[users["action"] == "skip", "skip_reason"].value_counts().to_dict()
     return PlanReport(
         campaign.campaign_id, len(users), int((users["action"] == "send").sum()),
@@ -211,16 +243,29 @@ def _within_vendor_quota(store: Store, users: pd.DataFrame, c: Campaign, now: da
     return plannable(planned, state).reindex(users.index, fill_value=True)
 
 
+def _keyed_by_row(prefs: pd.DataFrame, user_ids: pd.Series) -> pd.DataFrame:
+    """``prefs`` with ``user_id`` replaced by the user's position in ``user_ids``; other users' rows dropped."""
+    at = _positions(user_ids, prefs["user_id"])
+    return prefs.assign(user_id=at)[at >= 0]
+
+
+def _with_zone_and_vendor(prefs: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """Row-keyed preferences with the time zone and vendor of their user, as categoricals (no strings copied)."""
+    rows = prefs["user_id"].to_numpy()
+    return prefs.assign(time_zone=pd.Categorical(users["time_zone"]).take(rows),
+                        vendor=pd.Categorical(users["vendor"]).take(rows))
+
+
 def _minutes(t) -> int:
     return t.hour * 60 + t.minute
 
 
-def _fixed_prefs(user_ids: pd.Series, hour: int) -> pd.DataFrame:
-    n = len(user_ids)
+def _fixed_prefs(n_users: int, hour: int) -> pd.DataFrame:
+    """Every weekday at ``hour``, Monday first, for users 0 … n_users - 1 (row-keyed preferences)."""
     return pd.DataFrame({
-        "user_id": np.repeat(user_ids.to_numpy(), 7),
-        "rank": np.tile(np.arange(7), n),
-        "weekday": np.tile(np.arange(7), n),
+        "user_id": np.repeat(np.arange(n_users), 7),
+        "rank": np.tile(np.arange(7), n_users),
+        "weekday": np.tile(np.arange(7), n_users),
         "local_hour": hour,
     })
 
@@ -242,7 +287,7 @@ def _skip_reasons(users: pd.DataFrame) -> pd.Series:
 def _volume_reasons(store: Store, users: pd.DataFrame, c: Campaign, as_of) -> pd.Series:
     """Skip reasons with the campaign's value-versus-fatigue check added for still-sendable treatment users."""
     open_ = (users["arm"] == "treatment") & users["skip_reason"].isna()
-    todo = users.loc[open_]
+    todo = users.loc[open_, ["user_id", "score"]]
     history = fatigue_history(store, todo["user_id"], as_of, c.volume.lookback_days).set_index(todo.index)
     verdict = volume_decisions(todo["score"], history, c.volume)
     reasons = users["skip_reason"].copy()
@@ -250,27 +295,33 @@ def _volume_reasons(store: Store, users: pd.DataFrame, c: Campaign, as_of) -> pd
     return reasons
 
 
-def _decisions(store: Store, users: pd.DataFrame, c: Campaign, as_of, now, rng) -> pd.DataFrame:
-    items = store.df("SELECT item_id, name, category, price, currency FROM items")
-    d = users.merge(items, on="item_id", how="left")
-    copy = choose_templates(store, d[["user_id"]], c, as_of, rng)
-    d["template_id"] = copy["template_id"].to_numpy()
-    d["template_propensity"] = copy["template_propensity"].to_numpy()
-    # the slots depend only on (template, item): render each pair once, then spread to the users
-    d["template_index"] = copy["template_index"].to_numpy()
-    pairs = d.loc[d["item_id"].notna(), ["template_index", "item_id", "name", "price", "currency", "category"]]
-    pairs = pairs.drop_duplicates(["template_index", "item_id"])
+def _with_copy(store: Store, users: pd.DataFrame, c: Campaign, as_of, rng) -> pd.DataFrame:
+    """Each user's template (drawn by the copy policy, with its probability) and the title and body it renders to.
+
+    Adds ``template_id``, ``template_propensity``, ``title`` and ``body`` (null without an item). The
+    text depends only on (template, item), so each distinct pair is rendered once and spread to its users.
+    """
+    copy = choose_templates(store, users[["user_id"]], c, as_of, rng)
+    k = len(c.templates)
+    item_codes, item_ids = pd.factorize(users["item_id"])
+    has_item = item_codes >= 0
+    pair_codes, pairs = pd.factorize(item_codes[has_item] * k + copy["template_index"].to_numpy()[has_item])
+    titles, bodies = _render(store, c, item_ids.to_numpy()[pairs // k], pairs % k)
+    title, body = np.full(len(users), None, dtype=object), np.full(len(users), None, dtype=object)
+    title[has_item], body[has_item] = titles[pair_codes], bodies[pair_codes]
+    return users.assign(template_id=copy["template_id"], template_propensity=copy["template_propensity"],
+                        title=pd.Series(title, dtype=object), body=pd.Series(body, dtype=object))
+
+
+def _render(store: Store, c: Campaign, item_ids: np.ndarray, template_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Title and body of each (item, template) pair, as object arrays aligned with the inputs."""
+    pairs = pd.DataFrame({"item_id": item_ids, "template_index": template_index})
+    if not pairs.empty:
+        items = store.df("SELECT item_id, name, category, price, currency FROM items "
+                         "WHERE item_id IN (SELECT unnest($ids))", {"ids": list(dict.fromkeys(item_ids.tolist()))})
+        pairs = pairs.merge(items, on="item_id", how="left")
     rendered = [c.templates[int(row.template_index)].render(_slots(row, c)) for row in pairs.itertuples(index=False)]
-    pairs = pairs[["template_index", "item_id"]].assign(title=[t for t, _ in rendered], body=[b for _, b in rendered])
-    d = d.merge(pairs, on=["template_index", "item_id"], how="left")
-    d["title"] = d["title"].astype(object).where(d["title"].notna(), None)
-    d["body"] = d["body"].astype(object).where(d["body"].notna(), None)
-    d["decision_id"] = uuid5_many(SEND_NAMESPACE, "decision|" + c.campaign_id + "|" + d["user_id"].astype(str))
-    d["campaign_id"] = c.campaign_id
-    d["message_class"] = c.message_class
-    d["as_of"] = as_of
-    d["created_at"] = now
-    return d
+    return np.array([t for t, _ in rendered], dtype=object), np.array([b for _, b in rendered], dtype=object)
 
 
 _SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "JPY": "¥"}
@@ -286,47 +337,56 @@ def _slots(row, c: Campaign) -> dict:
     }
 
 
-def uuid5_many(namespace: uuid.UUID, names: pd.Series) -> list[str]:
-    """``str(uuid.uuid5(namespace, name))`` for every name, about three times faster than calling it per row."""
-    prefix = namespace.bytes
-    raw = np.frombuffer(b"".join(hashlib.sha1(prefix + n.encode()).digest()[:16] for n in _strings(names)),
-                        dtype=np.uint8).reshape(-1, 16).copy()
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    hexed = raw.tobytes().hex()
-    return [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in
-            (hexed[i:i + 32] for i in range(0, len(hexed), 32))]
-
-
 def _tidy_name(name, item_id: str) -> str:
     if not isinstance(name, str) or not name.strip():
         return item_id.split(":", 1)[-1]
     return name.strip().title()
 
 
-def _store(store: Store, d: pd.DataFrame, c: Campaign, as_of, now) -> None:
-    cols = ["decision_id", "campaign_id", "user_id", "arm", "action", "skip_reason", "item_id", "position",
-            "template_id", "title", "body", "score", "propensity", "template_propensity", "policy",
-            "model_version", "send_at", "send_hour_local", "device_id", "vendor", "message_class", "as_of",
-            "created_at"]
-    frame = d[cols].copy()
-    frame["policy"] = frame["policy"].fillna("none")
-    frame["send_id"] = uuid5_many(SEND_NAMESPACE, "send|" + frame["decision_id"])
-    store.con.register("pw_decisions", frame)
+def uuid5_sql(namespace: uuid.UUID, name: str) -> str:
+    """A DuckDB expression equal to ``str(uuid.uuid5(namespace, <name>))`` for the VARCHAR expression ``name``.
+
+    SHA-1 of the namespace's bytes and the UTF-8 name, its first 16 bytes as hex with the version nibble
+    set to 5 and the variant bits to 10 (the hex digit becomes 8, 9, a or b), dashed 8-4-4-4-12. In
+    SQL it runs on all of DuckDB's threads; in Python it would be a loop over a million names.
+    """
+    h = f"sha1(unhex('{namespace.hex}') || encode({name}))"  # DuckDB computes it once per row, not six times
+    return (f"concat(substr({h}, 1, 8), '-', substr({h}, 9, 4), '-5', substr({h}, 14, 3), '-', "
+            f"translate(substr({h}, 17, 1), '0123456789abcdef', '89ab89ab89ab89ab'), substr({h}, 18, 3), '-', "
+            f"substr({h}, 21, 12))")
+
+
+#: Columns of ``decisions`` that come from the planned users frame as they are.
+_DECISION_COLUMNS = ["user_id", "arm", "action", "skip_reason", "item_id", "position", "template_id", "title", "body",
+                     "score", "propensity", "template_propensity", "model_version", "send_at", "send_hour_local",
+                     "device_id", "vendor"]
+
+
+def _store(store: Store, users: pd.DataFrame, c: Campaign, as_of, now) -> None:
+    """Insert the campaign, one decision per user (ids derived from campaign and user) and the sends, atomically."""
+    store.con.register("pw_decisions", users[[*_DECISION_COLUMNS, "policy"]])
+    cols = ", ".join(_DECISION_COLUMNS)
+    params = {"cid": c.campaign_id, "cls": c.message_class, "as_of": as_of, "now": now}
     try:
         with store.transaction() as con:
             con.execute("INSERT INTO campaigns VALUES (?, ?, ?, ?, ?)",
                         [c.campaign_id, c.name, json.dumps(c.spec, default=str), as_of, now])
-            con.execute(f"INSERT INTO decisions ({', '.join(cols)}) SELECT {', '.join(cols)} FROM pw_decisions")
             con.execute(
-                """INSERT INTO sends (send_id, decision_id, campaign_id, user_id, device_id, vendor, message_class,
-                                      title, body, data, due_at, state, attempts, next_attempt_at, updated_at)
-                   SELECT send_id, decision_id, campaign_id, user_id, device_id,
-                          vendor, message_class, title, body,
-                          json_object('campaign', campaign_id, 'item_id', item_id, 'decision_id', decision_id),
-                          send_at, 'pending', 0, send_at, $now
-                   FROM pw_decisions WHERE action = 'send'""",
-                {"now": now},
+                f"""INSERT INTO decisions (decision_id, campaign_id, {cols}, policy, message_class, as_of, created_at)
+                    SELECT {uuid5_sql(SEND_NAMESPACE, "'decision|' || $cid || '|' || user_id")}, $cid, {cols},
+                           coalesce(policy, 'none'), $cls, $as_of, $now
+                    FROM pw_decisions""",
+                params,
+            )
+            con.execute(
+                f"""INSERT INTO sends (send_id, decision_id, campaign_id, user_id, device_id, vendor, message_class,
+                                       title, body, data, due_at, state, attempts, next_attempt_at, updated_at)
+                    SELECT {uuid5_sql(SEND_NAMESPACE, "'send|' || decision_id")}, decision_id, campaign_id, user_id,
+                           device_id, vendor, message_class, title, body,
+                           json_object('campaign', campaign_id, 'item_id', item_id, 'decision_id', decision_id),
+                           send_at, 'pending', 0, send_at, $now
+                    FROM decisions WHERE campaign_id = $cid AND action = 'send'""",
+                {"cid": c.campaign_id, "now": now},
             )
     finally:
         store.con.unregister("pw_decisions")

@@ -41,36 +41,55 @@ def resolve_send_times(
         One row per user that got a time: ``user_id``, ``send_at`` (UTC), ``send_hour_local``,
         ``pref_rank`` (which preference was used).
     """
-    out = []
     start_utc = pd.Timestamp(window_start).tz_convert("UTC")
     end_utc = pd.Timestamp(window_end).tz_convert("UTC")
-    for tz, group in prefs.groupby("time_zone", sort=False):
+    hours = prefs["local_hour"].to_numpy()
+    utc = _utc_slots(prefs["time_zone"], prefs["weekday"].to_numpy(), hours, start_utc)
+    ok = (~_quiet_mask(hours * 60, quiet_start_min, quiet_end_min)) & (~utc.isna()) & (utc >= start_utc) & (utc < end_utc)
+    if message_class is not None and "vendor" in prefs:
+        ok &= ~closed(prefs["vendor"], pd.Series(utc), message_class)
+    best = _best_allowed(prefs["user_id"], prefs["rank"].to_numpy(), np.asarray(ok))
+    return pd.DataFrame({
+        "user_id": prefs["user_id"].to_numpy()[best],
+        "send_at": utc[best],
+        "send_hour_local": hours[best].astype(int),
+        "pref_rank": prefs["rank"].to_numpy()[best].astype(int),
+    })
+
+
+def _utc_slots(time_zones: pd.Series, weekday: np.ndarray, local_hour: np.ndarray,
+               start_utc: pd.Timestamp) -> pd.DatetimeIndex:
+    """The first (weekday, local hour) at or after the window start in each row's zone, in UTC.
+
+    NaT where the zone is missing or the local time is ambiguous (a DST fall-back hour); a time in a
+    DST gap moves forward to the first valid instant. Vectorised per zone (a few dozen at most).
+    """
+    codes, zones = pd.factorize(time_zones)
+    utc = np.full(len(codes), np.datetime64("NaT"), dtype="datetime64[us]")
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(zones) + 1))
+    for z, tz in enumerate(zones):
+        rows = order[bounds[z]:bounds[z + 1]]
         local_start = start_utc.tz_convert(tz)
         day0 = local_start.tz_localize(None).normalize()
-        offset = (group["weekday"].to_numpy() - local_start.weekday()) % 7
-        naive = day0 + pd.to_timedelta(offset, unit="D") + pd.to_timedelta(group["local_hour"].to_numpy(), unit="h")
-        naive = pd.DatetimeIndex(naive)
+        offset = (weekday[rows] - local_start.weekday()) % 7
+        naive = pd.DatetimeIndex(day0 + pd.to_timedelta(offset, unit="D") + pd.to_timedelta(local_hour[rows], unit="h"))
         # a time earlier than the window's local start this week means the same slot next week
         naive = naive.where(naive >= local_start.tz_localize(None), naive + pd.Timedelta(days=7))
         local = naive.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
-        utc = local.tz_convert("UTC")
-        minutes = group["local_hour"].to_numpy() * 60
-        quiet = _quiet_mask(minutes, quiet_start_min, quiet_end_min)
-        ok = (~quiet) & (~utc.isna()) & (utc >= start_utc) & (utc < end_utc)
-        if message_class is not None and "vendor" in group:
-            ok &= ~closed(group["vendor"], pd.Series(utc), message_class)
-        chosen = group.assign(send_at=utc, ok=ok)
-        out.append(chosen[chosen["ok"]])
-    if not out:
-        return pd.DataFrame(columns=["user_id", "send_at", "send_hour_local", "pref_rank"])
-    allowed = pd.concat(out, ignore_index=True).sort_values(["user_id", "rank"], kind="stable")
-    best = allowed.drop_duplicates("user_id", keep="first")
-    return pd.DataFrame({
-        "user_id": best["user_id"].to_numpy(),
-        "send_at": best["send_at"].to_numpy(),
-        "send_hour_local": best["local_hour"].to_numpy().astype(int),
-        "pref_rank": best["rank"].to_numpy().astype(int),
-    })
+        utc[rows] = local.tz_convert("UTC").tz_localize(None).as_unit("us").to_numpy()
+    return pd.DatetimeIndex(utc).tz_localize("UTC")
+
+
+def _best_allowed(user_ids: pd.Series, rank: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Row positions of each user's allowed row with the lowest rank (the first such row on a tie)."""
+    allowed = np.flatnonzero(ok)
+    users, _ = pd.factorize(user_ids.iloc[allowed])
+    order = np.lexsort((allowed, rank[allowed], users))
+    users = users[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = users[1:] != users[:-1]
+    return allowed[order[first]]
 
 
 def _quiet_mask(minutes: np.ndarray, start: int, end: int) -> np.ndarray:

@@ -8,13 +8,17 @@ import uuid
 import numpy as np
 import pandas as pd
 
-from engine.schedule.planner import SEND_NAMESPACE, assign_holdout, uuid5_many
+from engine.schedule.planner import SEND_NAMESPACE, assign_holdout, uuid5_sql
 
 
-def test_uuid5_many_equals_uuid5_for_every_name():
-    names = pd.Series(["decision|c|u1", "send|x", "", "ünï|çødé", "decision|" + "z" * 300])
-    assert uuid5_many(SEND_NAMESPACE, names) == [str(uuid.uuid5(SEND_NAMESPACE, n)) for n in names]
-    assert uuid5_many(SEND_NAMESPACE, pd.Series([], dtype=object)) == []
+def test_the_sql_uuid5_equals_uuid5_for_every_name(store):
+    names = ["decision|c|u1", "send|x", "", "ünï|çødé", "decision|" + "z" * 300, "emoji 🚀|\t|'"]
+    names += [f"decision|bench|u{i:07d}" for i in range(2_000)]   # every version/variant digit turns up
+    store.con.register("pw_names", pd.DataFrame({"name": names}))
+    got = store.df(f"SELECT {uuid5_sql(SEND_NAMESPACE, 'name')} AS id FROM pw_names")["id"].tolist()
+    assert got == [str(uuid.uuid5(SEND_NAMESPACE, n)) for n in names]
+    other = uuid.UUID("00000000-0000-0000-0000-0000000000ff")
+    assert store.scalar("SELECT " + uuid5_sql(other, "'x'")) == str(uuid.uuid5(other, "x"))
 
 
 def test_vectorised_holdout_assigns_exactly_what_the_per_user_hash_does():
