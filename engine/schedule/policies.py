@@ -41,6 +41,7 @@ from engine.schedule.campaign import Campaign
 from engine.schedule.planner import HourRanker
 from engine.store import Store
 from engine.training.artifacts import ServingChoice, TrainedModel, load_serving_model
+from engine.training.compiled import CompiledScorer, fastest_scorer
 
 __all__ = ["ModelItemChooser", "model_hour_ranker", "model_item_chooser"]
 
@@ -84,12 +85,15 @@ class ModelItemChooser:
         calibration_users: the sample size of the first stage's fit and of its recall measurement;
             audiences under four times this are scored in full (they are cheap).
         batch_users: users per batch.
-        scorer: wraps the loaded model in whatever computes its ``predict`` (e.g. a Dask cluster);
-            the model itself when None.
+        scorer: wraps the loaded model in whatever computes its ``predict_matrix`` (e.g. a Dask
+            cluster); when None, the model compiled to C when that works
+            (:func:`~engine.training.compiled.fastest_scorer`: the same probabilities), else the model.
 
-    After a call, :attr:`recall` holds the measured recall of that plan's shortlist and :attr:`stage`
+    After a call, :attr:`scored_by` names what computed the scores (``lightgbm``, ``compiled`` or the
+    scorer's class), :attr:`recall` holds the measured recall of that plan's shortlist and :attr:`stage`
     its first stage (both None when every candidate was scored), and :attr:`seconds` the wall and CPU
-    seconds of each step (``candidates``, ``features``, ``first_stage``, ``model``, ``policy``).
+    seconds of each step (``compile``, ``candidates``, ``features``, ``first_stage``, ``model``,
+    ``model_wait``, ``policy``).
     """
 
     def __init__(self, models_dir: Path, top_k: int = 10, *, shortlist_k: int | None = SHORTLIST_K,
@@ -102,12 +106,12 @@ class ModelItemChooser:
         self.stage: FirstStage | None = None
         self._weights = np.zeros(0)  # the stage's weights over every click feature (0 where the model reads none)
         self.choice: ServingChoice | None = None
+        self.scored_by: str | None = None
         self.seconds: dict[str, list[float]] = {}
 
     def __call__(self, store: Store, user_ids: list[str], c: Campaign, as_of: datetime,
                  rng: np.random.Generator) -> pd.DataFrame:
         model, self.choice = _load(store, self.models_dir, "click")
-        scorer = self.scorer(model) if self.scorer else model
         policy = EpsilonGreedy(epsilon=c.epsilon, top_k=self.top_k)
         catalog = CatalogRule(
             item_ids=c.candidate_items or None,
@@ -115,8 +119,13 @@ class ModelItemChooser:
         )
         data = model.card.get("config", {}).get("data", {})
         caps = {name: int(data[name]) for name in ("n_own", "n_cooc", "n_popular") if name in data}
+        # an upper bound on the rows the model will score (a shortlist, or every candidate)
+        rows = len(user_ids) * (self.shortlist_k or sum(caps.values()) or 50)
         self.recall, self.stage, self.seconds = None, None, {}
         timed = _StageClock(self.seconds)
+        with timed("compile"):
+            scorer = self.scorer(model) if self.scorer else fastest_scorer(model, rows)
+        self.scored_by = {TrainedModel: "lightgbm", CompiledScorer: "compiled"}.get(type(scorer), type(scorer).__name__)
         with timed("candidates"):
             index = AudienceIndex.build(store.con, as_of, user_ids, catalog=catalog, **caps)
         users = np.arange(len(index.users))
