@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -16,7 +18,7 @@ from engine.schedule.campaign import parse_campaign
 from engine.schedule.planner import plan_campaign
 from engine.schedule.policies import ModelItemChooser
 from engine.store import Store
-from engine.training import ClickConfig, load_model, train_click
+from engine.training import ClickConfig, compiled, load_model, train_click
 from engine.training.synthetic import add_shoppers
 
 START = datetime(2011, 1, 3, tzinfo=UTC)
@@ -106,3 +108,19 @@ def test_planned_decisions_from_a_shortlist_keep_score_propensity_policy_and_mod
     assert d[["item_id", "score", "propensity", "position", "policy", "model_version"]].notna().all().all()
     assert d["policy"].str.endswith("|shortlist(k=4)").sum() == len(users) - 10
     assert d["model_version"].str.startswith("click/").all()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tl2cgen") is None or compiled._find_compiler() is None,
+                    reason="optional extra 'fast' (tl2cgen) or a C compiler missing")
+def test_the_compiled_model_picks_exactly_what_lightgbm_picks(shop, tmp_path):
+    store, models, users = shop
+    own = tmp_path / "models"
+    shutil.copytree(models, own)  # the library is cached beside the model: keep it out of the shared folder
+    assert compiled.compiled_predictor(load_model(own, "click")) is not None
+    options = {"top_k": 10, "shortlist_k": 4, "min_recall": 0.0, "calibration_users": 5, "batch_users": 17}
+    fast, slow = ModelItemChooser(own, **options), ModelItemChooser(own, scorer=lambda model: model, **options)
+    got = fast(store, users, CAMPAIGN, AS_OF, np.random.default_rng(5))
+    expected = slow(store, users, CAMPAIGN, AS_OF, np.random.default_rng(5))
+    assert (fast.scored_by, slow.scored_by) == ("compiled", "lightgbm")  # a small audience uses a cached library
+    assert got["item_id"].tolist() == expected["item_id"].tolist()
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)

@@ -25,8 +25,8 @@ from engine.training.compiled import (
     probe_rows,
 )
 
-needs_tl2cgen = pytest.mark.skipif(importlib.util.find_spec("tl2cgen") is None,
-                                   reason="optional extra 'fast' (tl2cgen) not installed")
+needs_tl2cgen = pytest.mark.skipif(importlib.util.find_spec("tl2cgen") is None or compiled_module._find_compiler() is None,
+                                   reason="optional extra 'fast' (tl2cgen) or a C compiler missing")
 FEATURES = [f"f{j}" for j in range(36)]
 # LightGBM's missing-value rules the compiled form reproduces: NaN is missing (default), nothing is missing
 MISSING_RULES = {"nan": {}, "none": {"use_missing": False}}
