@@ -9,14 +9,17 @@ refused before compiling (tl2cgen routes 0 by value there; LightGBM sends it the
 
 Everything here is optional: without ``tl2cgen`` (``pip install -e .[fast]``), without a C compiler,
 or on any failure :func:`compiled_predictor` returns None after one log line and the caller keeps
-LightGBM. The library is cached beside the model, ``<model.path>/compiled/<tag>.so``, where the tag
-names the platform, the tl2cgen version and a digest of the booster's text, so a cached library is
-only reused for the very same trees.
+LightGBM. The library is cached beside the model, ``<model.path>/compiled/<tag>-<digest>.so``, where
+the tag names the platform, the tl2cgen version and a digest of the booster's text, so a cached library
+is only reused for the very same trees, and the digest is the library's own (SHA-256): a damaged or
+partly copied library is refused before it is loaded (loading a truncated one kills the process
+with SIGBUS, beyond any ``except``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import logging
@@ -41,6 +44,8 @@ __all__ = ["CompiledModel", "CompiledScorer", "compiled_predictor", "fastest_sco
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "compiled"
+# a models folder where the library cannot be kept: built in a temporary folder for this process instead
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 PROBE_ROWS = 4096
 # LightGBM and the library both add the trees in float64 and apply the same sigmoid; the measured
 # difference is exactly 0. The tolerance only absorbs a last-bit difference of another libm's exp().
@@ -135,8 +140,8 @@ def compiled_predictor(model: TrainedModel, threads: int | None = None, *,
     """The compiled form of ``model``'s booster, built once and then reused from its cache.
 
     Args:
-        model: a loaded model; its folder receives ``compiled/<tag>.so`` (owner-only, written atomically;
-            when the folder is read-only the library is built in a temporary folder and not kept).
+        model: a loaded model; its folder receives ``compiled/<tag>-<digest>.so`` (owner-only, written
+            atomically; when the folder is read-only the library is built in a temporary folder and not kept).
         threads: prediction (and compile) threads; every core when None.
         build: build the library when none is cached; when False, only a cached one is used.
 
@@ -199,36 +204,57 @@ def _find_compiler() -> str | None:
 
 def _cached_or_built(model: TrainedModel, booster: lgb.Booster, tag: str, compiler: str, threads: int,
                      treelite: Any, tl2cgen: Any, build: bool = True) -> CompiledModel | None:
-    """Load ``compiled/<tag>.so`` when present and loadable; otherwise build it (atomically) and load it,
-    or return None when ``build`` is False."""
+    """Load ``compiled/<tag>-<digest>.so`` when present, intact and loadable; otherwise build it
+    (atomically) and load it, or return None when ``build`` is False."""
     folder = Path(model.path) / CACHE_DIR
-    library = folder / f"{tag}.so"
-    if library.is_file():
+    for library in sorted(folder.glob(f"{tag}-*.so")):
+        try:
+            intact = library.stem.rsplit("-", 1)[-1] == _digest(library)
+        except OSError as exc:
+            log.warning("cached %s unloadable (%s); ignored", library, exc)
+            continue
+        if not intact:
+            # checked before dlopen: a truncated library would crash the process, not raise
+            log.warning("cached %s unloadable (damaged or partly copied: its content does not match the digest "
+                        "in its name); removed", library)
+            with contextlib.suppress(OSError):
+                library.unlink()
+            continue
         try:
             return CompiledModel(tl2cgen.Predictor(str(library), nthread=threads), booster, library)
         except (tl2cgen.TL2cgenError, OSError) as exc:
-            log.warning("cached %s unloadable (%s); building it again", library, exc)
+            log.warning("cached %s unloadable (%s); ignored", library, exc)
     if not build:
         return None
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
-        return _build(booster, folder, library, compiler, threads, treelite, tl2cgen)
-    except PermissionError:
-        # a read-only models folder: build for this process only
+        return _build(booster, folder, tag, compiler, threads, treelite, tl2cgen)
+    except OSError as exc:
+        if exc.errno not in _UNWRITABLE:
+            raise
+        # a read-only models folder (permissions or a read-only mount): build for this process only
         with tempfile.TemporaryDirectory(prefix="pushwise-compiled-") as tmp:
-            return _build(booster, Path(tmp), Path(tmp) / library.name, compiler, threads, treelite, tl2cgen)
+            return _build(booster, Path(tmp), tag, compiler, threads, treelite, tl2cgen)
 
 
-def _build(booster: lgb.Booster, folder: Path, library: Path, compiler: str, threads: int,
+def _digest(path: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of the file's bytes."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+def _build(booster: lgb.Booster, folder: Path, tag: str, compiler: str, threads: int,
            treelite: Any, tl2cgen: Any) -> CompiledModel:
-    """Generate C for the trees, compile it into ``library`` (via a temporary name, then rename) and load it."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{library.stem}.", suffix=".so", dir=folder)
+    """Generate C for the trees, compile it into ``<folder>/<tag>-<digest>.so`` (via a temporary name, then
+    rename) and load it."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{tag}.", suffix=".so", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         tl2cgen.export_lib(treelite.frontend.from_lightgbm(booster), toolchain=compiler, libpath=str(tmp),
                            params={"parallel_comp": SOURCE_FILES}, nthread=threads, options=list(COMPILER_OPTIONS))
         tmp.chmod(0o700)
+        library = folder / f"{tag}-{_digest(tmp)}.so"
         os.replace(tmp, library)
     finally:
         tmp.unlink(missing_ok=True)

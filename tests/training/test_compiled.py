@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
+import os
 import stat
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -114,6 +119,60 @@ def test_an_unloadable_cached_library_is_built_again(model, caplog) -> None:
     assert "unloadable" in caplog.text
     x = noisy_rows(np.random.default_rng(1), 1000)
     assert np.abs(predict(x) - model.booster.predict(x)).max() <= 1e-12
+
+
+def _load_in_child(models_dir: Path, build: bool) -> subprocess.CompletedProcess:
+    """``compiled_predictor`` of the newest click model in ``models_dir``, run in a child process: a library
+    that crashes the process on loading (SIGBUS) must fail the test, not end the test run."""
+    code = ("from engine.training.artifacts import load_model\n"
+            "from engine.training.compiled import compiled_predictor\n"
+            f"predict = compiled_predictor(load_model({str(models_dir)!r}, 'click'), build={build})\n"
+            "print('none' if predict is None else predict.library.name)\n")
+    root = Path(compiled_module.__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+
+
+@needs_tl2cgen
+@pytest.mark.parametrize("build", [False, True])
+def test_a_truncated_cached_library_is_refused_not_loaded(tmp_path_factory, build) -> None:
+    # a models folder copied with cp or rsync that was cut short: loading the half library would map
+    # pages beyond the end of the file, and the first touch of them kills the process with SIGBUS
+    fresh = train(tmp_path_factory)
+    assert compiled_predictor(fresh) is not None
+    (library,) = (fresh.path / "compiled").glob("*.so")
+    whole = library.read_bytes()
+    library.write_bytes(whole[:len(whole) // 2])
+    done = _load_in_child(fresh.path.parents[1], build)
+    assert done.returncode == 0, f"child died with {done.returncode}: {done.stderr[-2000:]}"
+    assert "unloadable" in done.stderr
+    if build:
+        (rebuilt,) = (fresh.path / "compiled").glob("*.so")
+        assert done.stdout.strip() == rebuilt.name
+        assert rebuilt.stat().st_size == len(whole)
+    else:
+        assert done.stdout.strip() == "none"
+
+
+@needs_tl2cgen
+def test_a_read_only_file_system_builds_in_a_temporary_folder(tmp_path_factory, monkeypatch, caplog) -> None:
+    # a models folder on a read-only mount (a container image, a read-only volume) answers EROFS, not EACCES
+    fresh = train(tmp_path_factory)
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only_mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).is_relative_to(fresh.path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(compiled_module.tempfile, "mkstemp", read_only_mkstemp)
+    with caplog.at_level(logging.WARNING, logger="engine.training.compiled"):
+        predict = compiled_predictor(fresh)
+    assert predict is not None, caplog.text
+    assert not predict.library.is_relative_to(fresh.path)
+    x = noisy_rows(np.random.default_rng(2), 1000)
+    assert np.abs(predict(x) - fresh.booster.predict(x)).max() <= 1e-12
+    assert list((fresh.path / "compiled").glob("*.so")) == []
 
 
 @needs_tl2cgen
