@@ -9,8 +9,11 @@ the planner the same candidates and the same feature values another way:
   for the catalog, and one row per (user, item) the audience ever bought (:data:`history_ctes`, the
   SQL :func:`~engine.features.user_item.user_item_features` uses too);
 - users and items become integer codes (positions in their sorted ids, so code order is id order);
-- a batch of users is a dense users × catalog grid: candidate flags, the history row of each cell,
-  co-occurrence sums; the candidate rows are its set cells, and each feature column is a gather.
+- a batch of users is a users × catalog grid: each (user, item) cell is the integer ``user × items +
+  item``; history and candidate cells are ascending arrays, found through a table over the whole
+  grid when it is small (one gather) and by binary search when it is not, so a batch over a large
+  catalog costs its users' history and candidates, not the size of the catalog; each feature column
+  is a gather.
 
 The feature matrix is float32: every click feature is rounded to float32 precision anyway
 (:func:`~engine.features.base.stable_floats`), so nothing is lost. ``tests/recommend/test_columnar.py``
@@ -35,8 +38,12 @@ from engine.recommend.candidates import CatalogRule, popular_items
 
 __all__ = ["PAIR_FEATURES", "AudienceIndex", "CandidateBatch"]
 
-#: Cells (users × catalog items) of one batch's dense grids: about 100 MB of grids and flags at most.
+#: Cells (users × catalog items) of a batch's grid up to which its cells are found through a table over
+#: the whole grid (about 16 MB); also the most candidate cells of a batch.
 GRID_CELLS = 2_000_000
+#: Fewer users per batch than this with a table over the whole grid (a catalog over GRID_CELLS / 256 =
+#: 7,812 items): batches are sized by their candidates instead, and cells found by binary search.
+MIN_TABLE_USERS = 256
 
 _COLUMN = {name: i for i, name in enumerate(CLICK_FEATURES)}
 # user and item features are contiguous blocks of CLICK_FEATURES: each is one slice assignment
@@ -85,6 +92,47 @@ class _Csr:
         owner = np.repeat(np.arange(len(keys)), counts)
         offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         return start[owner] + offsets, owner
+
+
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """The distinct ``keys``, ascending (a sort: several times faster than ``np.unique``'s hashing on cells)."""
+    keys = np.sort(keys)
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+
+
+class _Cells:
+    """Ascending, unique cells of a grid of ``size`` cells, and where any cell stands among them.
+
+    A table over the whole grid when it has at most :data:`GRID_CELLS` cells (one gather per lookup),
+    else a binary search (memory of the cells only).
+    """
+
+    def __init__(self, cells: np.ndarray, size: int) -> None:
+        self.cells = cells
+        self._table: np.ndarray | None = None
+        if size <= GRID_CELLS:
+            self._table = np.full(size, -1, dtype=np.int64)
+            self._table[cells] = np.arange(len(cells))
+
+    @classmethod
+    def union(cls, parts: Sequence[np.ndarray], size: int) -> _Cells:
+        """The distinct cells of ``parts``."""
+        if size <= GRID_CELLS:
+            grid = np.zeros(size, dtype=bool)
+            for part in parts:
+                grid[part] = True
+            return cls(np.flatnonzero(grid), size)
+        return cls(_sorted_unique(np.concatenate(parts)), size)
+
+    def find(self, cells: np.ndarray) -> np.ndarray:
+        """The position of each of ``cells`` among these cells; -1 where it is not one of them."""
+        if self._table is not None:
+            return self._table[cells]
+        at = np.searchsorted(self.cells, cells)
+        inside = at < len(self.cells)
+        found = np.zeros(len(cells), dtype=bool)
+        found[inside] = self.cells[at[inside]] == cells[inside]
+        return np.where(found, at, -1)
 
 
 def _rank_in_group(group: np.ndarray, *keys: np.ndarray) -> np.ndarray:
@@ -154,15 +202,22 @@ class AudienceIndex:
         if catalog is not None:
             where, params = catalog.where()
             ok = fetch_df(db, f"SELECT it.item_id FROM items it WHERE {where}", params)["item_id"]
-            allowed = pd.Index(items).isin(ok)
+            # object arrays: pandas' string-array isin loops in Python (seconds over a million items)
+            allowed = pd.Index(items, dtype=object).isin(ok.to_numpy(dtype=object))
         popular = pd.Index(items).get_indexer(popular_items(db, as_of, catalog, n_popular, popular_days))
+        popular = popular[popular >= 0]
         caps = {"n_own": n_own, "n_cooc": n_cooc, "cooc_seeds": cooc_seeds}
         return cls(users, items, user_x, itf[list(ITEM_FEATURES)].to_numpy(dtype="float64"), category, history,
                    neighbors, allowed, popular, caps)
 
     def batch_size(self) -> int:
-        """Users per batch that keeps a batch's dense grids within :data:`GRID_CELLS` cells."""
-        return max(1, GRID_CELLS // max(1, self.n_items))
+        """Users per batch: a whole users × catalog grid of :data:`GRID_CELLS` cells, or for a catalog too
+        large for :data:`MIN_TABLE_USERS` users, that many candidate cells."""
+        users = GRID_CELLS // max(1, self.n_items)
+        if users >= MIN_TABLE_USERS:
+            return users
+        most = len(self.popular) + self.caps["n_own"] + self.caps["n_cooc"]  # candidates a user can get
+        return max(1, GRID_CELLS // max(1, most))
 
     def batch(self, user_codes: np.ndarray) -> CandidateBatch:
         """Candidates and feature rows of the users at ``user_codes`` (ascending positions in :attr:`users`)."""
@@ -170,19 +225,18 @@ class AudienceIndex:
         n_users, n_items = len(users), self.n_items
         rows, owner = self.by_user.rows(users)
         h_item = self.h["i"][rows]
-        cell = owner * n_items + h_item
-        hist_row = np.full(n_users * n_items, -1, dtype=np.int64)
-        hist_row[cell] = rows
-        chosen = np.zeros(n_users * n_items, dtype=bool)
+        size = n_users * n_items
+        # the history's cells: ascending and unique (history rows are sorted by user, then item)
+        bought = _Cells(owner * n_items + h_item, size)
         # own items: most baskets, then most recent, then item id
         ok = self.allowed[h_item]
         rank = _rank_in_group(owner[ok], -self.h["ui_baskets"][rows[ok]], -self.h["last_us"][rows[ok]], h_item[ok])
-        chosen[cell[ok][rank < self.caps["n_own"]]] = True
-        chosen[self._cooc_cells(users, rows, owner, h_item, hist_row)] = True
-        chosen.reshape(n_users, n_items)[:, self.popular] = True
-        flat = np.flatnonzero(chosen)
+        popular = (np.arange(n_users, dtype=np.int64)[:, None] * n_items + self.popular[None, :]).reshape(-1)
+        chosen = _Cells.union([bought.cells[ok][rank < self.caps["n_own"]],
+                               self._cooc_cells(rows, owner, h_item, bought), popular], size)
+        flat = chosen.cells
         return CandidateBatch(users, flat // n_items, flat % n_items,
-                              self._pair_features(users, flat, rows, owner, h_item, hist_row))
+                              self._pair_features(users, chosen, rows, owner, h_item, bought))
 
     def matrix(self, batch: CandidateBatch, rows: np.ndarray | None = None) -> np.ndarray:
         """The full click-feature matrix (rows × :data:`~engine.features.click.CLICK_FEATURES`, float32)
@@ -215,15 +269,15 @@ class AudienceIndex:
                 out += w * np.where(np.isnan(col), 0.0, col)
         return out
 
-    def _cooc_cells(self, users: np.ndarray, rows: np.ndarray, owner: np.ndarray, h_item: np.ndarray,
-                    hist_row: np.ndarray) -> np.ndarray:
-        """Cells of the co-occurrence candidates: items near the user's most recent ones that they never bought."""
+    def _cooc_cells(self, rows: np.ndarray, owner: np.ndarray, h_item: np.ndarray, bought: _Cells) -> np.ndarray:
+        """Cells of the co-occurrence candidates: items near the user's most recent ones that they never bought
+        (``bought``: the cells of the batch's history ``rows``)."""
         n_items = self.n_items
         seed = _rank_in_group(owner, -self.h["last_us"][rows], -self.h["ui_count"][rows], h_item) < self.caps["cooc_seeds"]
         csr, neighbor, similarity = self.seed_nb
         nb_rows, which = csr.rows(h_item[seed])
         cells = owner[seed][which] * n_items + neighbor[nb_rows]
-        keep = (hist_row[cells] < 0) & self.allowed[neighbor[nb_rows]]
+        keep = (bought.find(cells) < 0) & self.allowed[neighbor[nb_rows]]
         cells, weights = cells[keep], similarity[nb_rows][keep]
         if len(cells) == 0:
             return cells
@@ -232,18 +286,19 @@ class AudienceIndex:
         rank = _rank_in_group(distinct // n_items, -total, distinct % n_items)
         return distinct[rank < self.caps["n_cooc"]]
 
-    def _pair_features(self, users: np.ndarray, flat: np.ndarray, rows: np.ndarray, owner: np.ndarray,
-                       h_item: np.ndarray, hist_row: np.ndarray) -> np.ndarray:
-        """:data:`PAIR_FEATURES` of the grid cells ``flat``; most are 0 (items the user never bought), so
-        values are written only where they are not."""
+    def _pair_features(self, users: np.ndarray, chosen: _Cells, rows: np.ndarray, owner: np.ndarray,
+                       h_item: np.ndarray, bought: _Cells) -> np.ndarray:
+        """:data:`PAIR_FEATURES` of the ``chosen`` cells (``bought``: the cells of the history ``rows``);
+        most are 0 (items the user never bought), so values are written only where they are not."""
+        flat = chosen.cells
         n_items, row_user, row_item = self.n_items, flat // self.n_items, flat % self.n_items
         # column-major: each feature is one contiguous column (LightGBM and numpy read either order)
         x = np.zeros((len(flat), len(PAIR_FEATURES)), dtype=np.float32, order="F")
         user = users[row_user]
         # items the user bought: the history row's values
-        h = hist_row[flat]
+        h = bought.find(flat)
         at = np.flatnonzero(h >= 0)
-        h = h[at]
+        h = rows[h[at]]
         for name in ("ui_count", "ui_baskets", "ui_baskets_30d", "ui_quantity", "ui_decayed", "ui_gap_ratio"):
             x[at, _PAIR[name]] = self.h[name][h]
         x[:, _PAIR["ui_days_since"]] = np.nan
@@ -255,22 +310,27 @@ class AudienceIndex:
         n_cat = max(1, self.n_categories)
         h_cat = self.item_category[h_item]
         has_cat = h_cat >= 0
-        per_cat = np.bincount(owner[has_cat] * n_cat + h_cat[has_cat], weights=self.h["ui_count"][rows[has_cat]],
-                              minlength=len(users) * n_cat)
+        user_cat = owner[has_cat] * n_cat + h_cat[has_cat]
+        bought_cats = _Cells.union([user_cat], len(users) * n_cat)
+        per_cat = np.bincount(bought_cats.find(user_cat), weights=self.h["ui_count"][rows[has_cat]],
+                              minlength=len(bought_cats.cells))
         cat = self.item_category[row_item]
-        count = np.where(cat >= 0, per_cat[row_user * n_cat + np.maximum(cat, 0)], 0.0)
+        found = np.where(cat >= 0, bought_cats.find(row_user * n_cat + np.maximum(cat, 0)), -1)
+        count = np.where(found >= 0, per_cat[np.maximum(found, 0)] if len(per_cat) else 0.0, 0.0)
         at = np.flatnonzero(count)
         x[at, _PAIR["ui_category_count"]] = count[at]
         x[at, _PAIR["ui_category_share"]] = count[at] / self.user_total[user[at]]
         # co-occurrence: Σ and max similarity between the item and the bought items among its neighbours
         csr, item, similarity = self.reverse_nb
         nb_rows, which = csr.rows(h_item)
-        cells = owner[which] * n_items + item[nb_rows]
-        sums = np.bincount(cells, weights=similarity[nb_rows], minlength=len(users) * n_items)
-        peak = np.zeros(len(users) * n_items)
-        np.maximum.at(peak, cells, similarity[nb_rows])
-        x[:, _PAIR["ui_cooc_score"]] = sums[flat]
-        x[:, _PAIR["ui_cooc_max"]] = peak[flat]
+        target = chosen.find(owner[which] * n_items + item[nb_rows])  # the candidate row each pair adds to
+        mine = target >= 0
+        target, weight = target[mine], similarity[nb_rows][mine]
+        sums = np.bincount(target, weights=weight, minlength=len(flat))
+        peak = np.zeros(len(flat))
+        np.maximum.at(peak, target, weight)
+        x[:, _PAIR["ui_cooc_score"]] = sums
+        x[:, _PAIR["ui_cooc_max"]] = peak
         x[:, _PAIR["label_is_push"]] = 1.0
         return x
 
