@@ -124,3 +124,20 @@ def test_the_compiled_model_picks_exactly_what_lightgbm_picks(shop, tmp_path):
     assert (fast.scored_by, slow.scored_by) == ("compiled", "lightgbm")  # a small audience uses a cached library
     assert got["item_id"].tolist() == expected["item_id"].tolist()
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
+
+
+def test_stage_clock_counts_the_cpu_of_child_processes():
+    # building the compiled model runs the C compiler in child processes: a "compile" step that
+    # reported 0.2 CPU-s for a 2-CPU-s build made benchmarks/plan.py's "compile included" CPU too low
+    import subprocess
+    import sys
+
+    from engine.schedule.policies import _StageClock
+
+    seconds: dict[str, list[float]] = {}
+    burn = "import time; sum(i * i for i in range(3_000_000)); print(time.process_time())"
+    with _StageClock(seconds)("compile"):
+        child_cpu = float(subprocess.run([sys.executable, "-c", burn], check=True, capture_output=True,
+                                         text=True).stdout)
+    assert child_cpu > 0.05
+    assert seconds["compile"][1] >= child_cpu, seconds
