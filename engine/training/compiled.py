@@ -9,7 +9,7 @@ refused before compiling (tl2cgen routes 0 by value there; LightGBM sends it the
 
 Everything here is optional: without ``tl2cgen`` (``pip install -e .[fast]``), without a C compiler,
 or on any failure :func:`compiled_predictor` returns None after one log line and the caller keeps
-LightGBM. The library is cached beside the model, ``<model.path>/compiled/<tag>-<digest>.so``, where
+LightGBM. The library is cached beside the model, ``<model.path>/compiled/<tag>.<digest>.so``, where
 the tag names the platform, the tl2cgen version and a digest of the booster's text, so a cached library
 is only reused for the very same trees, and the digest is the library's own (SHA-256): a damaged or
 partly copied library is refused before it is loaded (loading a truncated one kills the process
@@ -140,7 +140,7 @@ def compiled_predictor(model: TrainedModel, threads: int | None = None, *,
     """The compiled form of ``model``'s booster, built once and then reused from its cache.
 
     Args:
-        model: a loaded model; its folder receives ``compiled/<tag>-<digest>.so`` (owner-only, written
+        model: a loaded model; its folder receives ``compiled/<tag>.<digest>.so`` (owner-only, written
             atomically; when the folder is read-only the library is built in a temporary folder and not kept).
         threads: prediction (and compile) threads; every core when None.
         build: build the library when none is cached; when False, only a cached one is used.
@@ -204,12 +204,12 @@ def _find_compiler() -> str | None:
 
 def _cached_or_built(model: TrainedModel, booster: lgb.Booster, tag: str, compiler: str, threads: int,
                      treelite: Any, tl2cgen: Any, build: bool = True) -> CompiledModel | None:
-    """Load ``compiled/<tag>-<digest>.so`` when present, intact and loadable; otherwise build it
+    """Load ``compiled/<tag>.<digest>.so`` when present, intact and loadable; otherwise build it
     (atomically) and load it, or return None when ``build`` is False."""
     folder = Path(model.path) / CACHE_DIR
-    for library in sorted(folder.glob(f"{tag}-*.so")):
+    for library in sorted(folder.glob(f"{tag}.*.so")):
         try:
-            intact = library.stem.rsplit("-", 1)[-1] == _digest(library)
+            intact = library.suffixes[-2:-1] == [f".{_digest(library)}"]
         except OSError as exc:
             log.warning("cached %s unloadable (%s); ignored", library, exc)
             continue
@@ -245,7 +245,7 @@ def _digest(path: Path) -> str:
 
 def _build(booster: lgb.Booster, folder: Path, tag: str, compiler: str, threads: int,
            treelite: Any, tl2cgen: Any) -> CompiledModel:
-    """Generate C for the trees, compile it into ``<folder>/<tag>-<digest>.so`` (via a temporary name, then
+    """Generate C for the trees, compile it into ``<folder>/<tag>.<digest>.so`` (via a temporary name, then
     rename) and load it."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{tag}.", suffix=".so", dir=folder)
     os.close(fd)
@@ -254,7 +254,8 @@ def _build(booster: lgb.Booster, folder: Path, tag: str, compiler: str, threads:
         tl2cgen.export_lib(treelite.frontend.from_lightgbm(booster), toolchain=compiler, libpath=str(tmp),
                            params={"parallel_comp": SOURCE_FILES}, nthread=threads, options=list(COMPILER_OPTIONS))
         tmp.chmod(0o700)
-        library = folder / f"{tag}-{_digest(tmp)}.so"
+        # a dot, not a dash, before the digest: log filters mask runs of 32+ token characters as secrets
+        library = folder / f"{tag}.{_digest(tmp)}.so"
         os.replace(tmp, library)
     finally:
         tmp.unlink(missing_ok=True)

@@ -155,6 +155,16 @@ def test_a_truncated_cached_library_is_refused_not_loaded(tmp_path_factory, buil
 
 
 @needs_tl2cgen
+def test_the_library_name_survives_the_log_token_mask(model) -> None:
+    # the log filter masks runs of 32+ token characters as secrets: a log line must still name the file
+    from engine.push.base import _TOKENISH
+
+    predict = compiled_predictor(model)
+    assert predict is not None
+    assert _TOKENISH.search(predict.library.name) is None, predict.library.name
+
+
+@needs_tl2cgen
 def test_a_read_only_file_system_builds_in_a_temporary_folder(tmp_path_factory, monkeypatch, caplog) -> None:
     # a models folder on a read-only mount (a container image, a read-only volume) answers EROFS, not EACCES
     fresh = train(tmp_path_factory)
