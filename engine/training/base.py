@@ -34,6 +34,9 @@ class TrainResult:
         headline_metric, headline_value: the one number to quote for the model …
         baseline, baseline_value: … and the strongest baseline's value of the same metric.
         seconds: wall time of the training run.
+        holdout: the held-out window's rows scored by the fit that never saw them (``score``, with
+            ``bought``), when the trainer keeps them (``train_click``); the served model may have been
+            refit with these rows, so only ``score`` is an out-of-sample prediction for them.
     """
 
     name: str
@@ -47,6 +50,7 @@ class TrainResult:
     baseline_value: float
     seconds: float = 0.0
     card: dict[str, Any] = field(default_factory=dict, repr=False)
+    holdout: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
         """Print- and JSON-friendly digest: ``name``, ``version``, ``metric``, ``value``, ``baseline``,

@@ -166,7 +166,7 @@ def train_click(
     model = publish(db, models_dir, clock, NAME, booster, card)
     return TrainResult(
         NAME, model.version, model.path, metrics, baselines, headline, metrics[headline], base_name, base_value,
-        seconds=time.perf_counter() - started, card=model.card,
+        seconds=time.perf_counter() - started, card=model.card, holdout=evaluation,
     )
 
 

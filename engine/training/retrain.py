@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
@@ -31,7 +30,6 @@ from engine.store import Store
 from engine.training.artifacts import CHAMPION_FILE, load_model, serving_version
 from engine.training.base import data_end
 from engine.training.click import ClickConfig, train_click
-from engine.training.click_data import behaviour_rows
 from engine.training.metrics import auc, log_loss
 
 __all__ = ["RetrainReport", "champion_version", "crontab_trigger", "retrain", "retrain_scheduler", "set_champion"]
@@ -100,23 +98,30 @@ def retrain(store: Store, models_dir: str | Path, clock: Clock, *, as_of: dateti
     result = train_click(store, as_of, models_dir, clock, config)
     until = data_end(store, check_as_of(as_of), PURCHASE_TYPES)
     eval_start = until - timedelta(days=config.data.label_days)
-    rows = behaviour_rows(store, eval_start, config.data, np.random.default_rng(config.seed))
+    # The saved challenger may have been refit with this very window (``refit_with_eval``), so its own
+    # predictions here would be in-sample: judge the scores of its fit that never saw the window.
+    rows = result.holdout
+    if rows is None:
+        raise ModelError("train_click kept no held-out rows to judge the challenger on")
     y = rows["bought"].to_numpy()
-    challenger = load_model(models_dir, MODEL, result.version)
-    p_new = challenger.predict(rows)
+    p_new = rows["score"].to_numpy()
     metrics: dict[str, Any] = {"n_eval_rows": len(rows), "challenger": {"auc": auc(y, p_new),
-                                                                       "log_loss": log_loss(y, p_new)}}
+                                                                       "log_loss": log_loss(y, p_new)},
+                               "challenger_judged": "its fit before the refit on the eval window"
+                               if config.refit_with_eval else "the saved model"}
     champ_score = None
     if incumbent is None:
         promoted, reason = True, "no champion yet"
     else:
         try:
-            p_old = load_model(models_dir, MODEL, incumbent).predict(rows)
+            champion = load_model(models_dir, MODEL, incumbent)
+            p_old = champion.predict(rows.drop(columns="score"))
         except ModelError as exc:
             promoted, reason = True, f"champion cannot score the current features: {exc}"
         else:
             champ_score = auc(y, p_old)
-            metrics["champion"] = {"auc": champ_score, "log_loss": log_loss(y, p_old)}
+            metrics["champion"] = {"auc": champ_score, "log_loss": log_loss(y, p_old),
+                                   "saw_eval_window": _saw(champion.card, eval_start, until)}
             gain = metrics["challenger"]["auc"] - champ_score
             promoted = bool(gain >= margin)
             reason = f"AUC {'+' if gain >= 0 else ''}{gain:.4f} vs margin {margin:.4f}"
@@ -131,6 +136,19 @@ def retrain(store: Store, models_dir: str | Path, clock: Clock, *, as_of: dateti
     _record(store, report)
     log.info("retrain %s: %s (%s)", report.run_id, "promoted" if promoted else "kept champion", reason)
     return report
+
+
+def _saw(card: dict[str, Any], start: datetime, end: datetime) -> bool | None:
+    """Whether a model's served fit read labels inside ``[start, end)`` (None: its card does not say).
+
+    A champion that did is judged partly in-sample, which favours keeping it; the run records it.
+    """
+    window = card.get("data_window") or {}
+    snapshots, days = window.get("served_fit_snapshots"), window.get("label_days")
+    if snapshots is None or days is None:
+        return None
+    return any(start < datetime.fromisoformat(s) + timedelta(days=days) and datetime.fromisoformat(s) < end
+               for s in snapshots)
 
 
 def _record(store: Store, r: RetrainReport) -> None:

@@ -65,7 +65,7 @@ def test_promotes_only_a_challenger_that_wins_by_the_margin(shop, tmp_path):
     row = runs.iloc[0]
     assert row["eval_end"] - row["eval_start"] == timedelta(days=WEAK.data.label_days)
     assert row["train_until"] == row["eval_end"] <= AS_OF
-    assert set(row["metrics"]) == {"n_eval_rows", "challenger", "champion"} and row["metrics"]["n_eval_rows"] > 100
+    assert set(row["metrics"]) == {"n_eval_rows", "challenger", "challenger_judged", "champion"} and row["metrics"]["n_eval_rows"] > 100
 
 
 def test_champion_falls_back_to_latest_before_any_promotion(tmp_path):
@@ -142,3 +142,24 @@ def test_each_database_is_judged_against_its_own_champion(shop, tmp_path):
     set_champion(models, "click", theirs.challenger_version)           # the folder now points at theirs
     again = retrain(shop, models, FixedClock(T0 + timedelta(days=1, hours=2)), as_of=AS_OF, margin=0.005, config=WEAK)
     assert again.champion_version == mine.challenger_version     # this database's own, not the folder's
+
+
+@pytest.mark.slow
+def test_the_challenger_gets_no_credit_for_having_seen_the_judged_window(shop, tmp_path):
+    """The served click model is refit with the newest window; the retrain judges the fit that never saw it."""
+    from dataclasses import replace
+
+    models = tmp_path / "models"
+    held_out = replace(FAST_CLICK, refit_with_eval=False)
+    first = retrain(shop, models, FixedClock(T0 + timedelta(days=2)), as_of=AS_OF, margin=0.005, config=held_out)
+    # the same settings and seed, but served after a refit on the judged window: before that refit it is
+    # the champion to the bit, so it must score exactly what the champion scores and not be promoted
+    again = retrain(shop, models, FixedClock(T0 + timedelta(days=2, hours=1)), as_of=AS_OF, margin=0.005,
+                    config=FAST_CLICK)
+    assert again.champion_version == first.challenger_version
+    assert again.challenger_score == pytest.approx(again.champion_score)
+    assert not again.promoted and champion_version(models) == first.challenger_version
+    runs = retrain_runs(shop.con, "click")
+    judged = runs.loc[runs["run_id"] == again.run_id, "metrics"].iloc[0]
+    assert judged["challenger_judged"] == "its fit before the refit on the eval window"
+    assert judged["champion"]["saw_eval_window"] is False
