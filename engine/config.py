@@ -244,6 +244,12 @@ class Settings:
             problems.append("max_attempts must be at least 1")
         if len(self.retrain_cron.split()) != 5:
             problems.append(f"retrain_cron must have 5 fields (minute hour day month weekday), got {self.retrain_cron!r}")
+        else:
+            from engine.schedule.cron import crontab_problem  # APScheduler's parser, only when validating
+
+            cron_problem = crontab_problem(self.retrain_cron)
+            if cron_problem:
+                problems.append(f"retrain_cron {cron_problem}")
         if not 0.0 <= self.promotion_margin < 1.0:
             problems.append(f"promotion_margin must be in [0, 1), got {self.promotion_margin!r}")
         if problems:

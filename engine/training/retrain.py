@@ -14,18 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from engine.clock import Clock
 from engine.errors import ModelError
 from engine.features.base import PURCHASE_TYPES, check_as_of
+from engine.schedule.cron import crontab_trigger
 from engine.store import Store
 from engine.training.artifacts import CHAMPION_FILE, load_model, serving_version
 from engine.training.base import data_end
@@ -157,38 +156,6 @@ def _record(store: Store, r: RetrainReport) -> None:
     cols = list(row)
     store.execute(f"INSERT INTO retrain_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                   [row[c] for c in cols])
-
-
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def crontab_trigger(cron: str) -> CronTrigger:
-    """A UTC :class:`CronTrigger` with crontab's meaning of the weekday field (0 or 7 = Sunday, 1 = Monday).
-
-    APScheduler 3's ``CronTrigger.from_crontab`` reads weekday numbers as Monday = 0, so ``0 3 * * 1``
-    would fire on Tuesdays; numbers are turned into day names first (steps such as ``*/2`` expanded).
-
-    Raises:
-        ValueError: not five fields, or a field APScheduler rejects.
-    """
-    fields = cron.split()
-    if len(fields) != 5:
-        raise ValueError(f"crontab expression needs 5 fields (minute hour day month weekday), got {cron!r}")
-    minute, hour, day, month, weekday = fields
-    weekday = ",".join(_weekday_part(part) for part in weekday.split(","))
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday, timezone=UTC)
-
-
-def _weekday_part(part: str) -> str:
-    """One comma-separated crontab weekday term in APScheduler's day names; steps are expanded."""
-    base, _, step = part.partition("/")
-    if not step:
-        return re.sub(r"[0-7]", lambda m: _WEEKDAYS[int(m.group(0))], base)
-    lo, _, hi = ("0-6" if base == "*" else base).partition("-")
-    if not (lo.isdigit() and (hi or "6").isdigit() and step.isdigit()):
-        raise ValueError(f"unsupported crontab weekday term {part!r}")
-    days = range(int(lo), int(hi or 6) + 1, int(step))
-    return ",".join(dict.fromkeys(_WEEKDAYS[d] for d in days))
 
 
 def retrain_scheduler(cron: str, job, *, scheduler: BlockingScheduler | None = None) -> BlockingScheduler:

@@ -100,6 +100,12 @@ def test_crontab_weekday_numbers_mean_what_cron_means(weekday, expected_day):
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("retrain_cron", "0 3 * *", "retrain_cron must have 5 fields (minute hour day month weekday), got '0 3 * *'"),
     ("promotion_margin", -0.1, "promotion_margin must be in [0, 1), got -0.1"),
+    ("retrain_cron", "99 3 * * 1", "retrain_cron '99 3 * * 1' is not a crontab expression: Error validating "
+                                   "expression '99': the last value (99) is higher than the maximum value (59)"),
+    ("retrain_cron", "*/0 * * * *", "retrain_cron '*/0 * * * *' is not a crontab expression: Increment must be higher than 0"),
+    ("retrain_cron", "0 3 * * 10", "retrain_cron '0 3 * * 10' is not a crontab expression: crontab weekday must be 0-7 "
+                                   "or a day name, got '10'"),
+    ("retrain_cron", "0 3 31 2 *", "retrain_cron '0 3 31 2 *' never fires (no such date)"),
 ])
 def test_settings_validate_retraining_fields(field, value, message):
     settings = Settings()
@@ -163,3 +169,14 @@ def test_the_challenger_gets_no_credit_for_having_seen_the_judged_window(shop, t
     judged = runs.loc[runs["run_id"] == again.run_id, "metrics"].iloc[0]
     assert judged["challenger_judged"] == "its fit before the refit on the eval window"
     assert judged["champion"]["saw_eval_window"] is False
+
+
+@pytest.mark.parametrize("cron", ["99 3 * * 1", "0 3 31 2 *", "0 3 * * mon-fri/2"])
+def test_cli_retrain_refuses_a_bad_cron_with_a_message_not_a_traceback(cron, tmp_path, monkeypatch, capsys):
+    from engine.cli import main
+
+    monkeypatch.setenv("PUSHWISE_RETRAIN_CRON", cron)
+    monkeypatch.setenv("PUSHWISE_DB_PATH", str(tmp_path / "pw.duckdb"))
+    assert main(["retrain"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("pushwise: error: invalid configuration") and f"retrain_cron {cron!r}" in err
