@@ -121,6 +121,7 @@ def register(add) -> None:
                     help="copy: 'uniform' or 'always:<template_id>'; item: 'greedy' or 'epsilon:<e>'")
     op.add_argument("--choice", choices=["copy", "item"], default="copy", help="which decision to re-play")
     op.add_argument("--reward", choices=["clicked", "opened"], default="clicked")
-    op.add_argument("--top-k", type=int, default=10, help="ranks the item policy drew from (its top_k)")
+    op.add_argument("--top-k", type=int, default=None,
+                    help="ranks the item policy drew from (default: its top_k, read from decisions.policy)")
     op.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples")
     op.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -8,6 +8,9 @@ code that judges the Open Bandit logs) apply unchanged to a campaign's own rows:
   ``uniform`` (every template alike) or ``always:<template_id>``.
 * ``choice="item"``: the action is the chosen item's rank among the user's top ``k`` (epsilon-greedy
   draws a rank, then the item at that rank). Targets: ``greedy`` (always rank 0) or ``epsilon:<e>``.
+  A user with fewer candidates than the policy's ``top_k`` was explored over only those, so each row
+  carries its own action-set size (``n_actions``), read from the logged policy and propensity; a
+  target explores the same ranks the logged policy could have drawn for that user.
 
 The reward is the funnel's ``clicked`` or ``opened`` (`engine.analytics.funnel.send_outcomes`) over the
 campaign's sent decisions, undelivered ones counting 0. Holdout and skipped decisions have no action.
@@ -15,6 +18,7 @@ campaign's sent decisions, undelivered ones counting 0. Holdout and skipped deci
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import duckdb
@@ -29,25 +33,31 @@ from engine.evaluation.ope import Estimate, estimate_policy_value, shrunk_ctr_mo
 __all__ = ["OwnLogEstimate", "campaign_log", "estimate_campaign_policy", "target_probabilities"]
 
 _REWARDS = ("clicked", "opened")
+_EPSILON_GREEDY = re.compile(r"epsilon_greedy\(epsilon=([0-9.eE+-]+),top_k=(\d+)\)")
 
 
 def campaign_log(con: duckdb.DuckDBPyConnection, campaign_id: str, choice: str = "copy", reward: str = "clicked",
-                 top_k: int = 10) -> tuple[pd.DataFrame, list[str]]:
+                 top_k: int | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One campaign's sent decisions in the bandit-log contract, and the action names.
 
+    Args:
+        top_k: item choice only: the ranks the item policy drew from; None reads it from ``decisions.policy``
+            (a value given must agree with it).
+
     Returns:
-        (log, actions): log = DataFrame[decision_id, action (int), reward (0/1), propensity, group];
+        (log, actions): log = DataFrame[decision_id, action (int), reward (0/1), propensity, group,
+        n_actions (the actions this row's policy could draw: ``actions[:n_actions]``)];
         ``actions[a]`` names action ``a`` (a template id, or ``rank <a>``).
 
     Raises:
-        InputError: an unknown choice or reward, no sent decision, or decisions without the logged
-            propensity this choice needs.
+        InputError: an unknown choice or reward, no sent decision, decisions without the logged
+            propensity this choice needs, or item decisions whose policy cannot support an estimate.
     """
     if choice not in ("copy", "item"):
         raise InputError(f"choice must be 'copy' or 'item', got {choice!r}")
     if reward not in _REWARDS:
         raise InputError(f"reward must be one of {', '.join(_REWARDS)}, got {reward!r}")
-    decisions = fetch_df(con, """SELECT decision_id, template_id, template_propensity, position, propensity
+    decisions = fetch_df(con, """SELECT decision_id, template_id, template_propensity, position, propensity, policy
                                  FROM decisions WHERE campaign_id = $c AND action = 'send'""", {"c": campaign_id})
     if decisions.empty:
         raise InputError(f"campaign {campaign_id!r} has no sent decisions to evaluate")
@@ -58,34 +68,81 @@ def campaign_log(con: duckdb.DuckDBPyConnection, campaign_id: str, choice: str =
         names = sorted(rows["template_id"].dropna().unique().tolist())
         prop, action = rows["template_propensity"], rows["template_id"].map({t: i for i, t in enumerate(names)})
     else:
-        names = [f"rank {i}" for i in range(top_k)]
         prop, action = rows["propensity"], rows["position"]
     usable = prop.notna() & action.notna() & (prop > 0)
     if not usable.all():
         raise InputError(f"{int((~usable).sum())} sent decisions of {campaign_id!r} lack the logged "
                          f"{'template_propensity' if choice == 'copy' else 'propensity and position'}")
-    if choice == "item" and int(action.max()) >= top_k:
-        raise InputError(f"a logged rank is {int(action.max())}: pass top_k above it (the policy's top_k)")
+    if choice == "copy":
+        sizes = np.full(len(rows), len(names))
+    else:
+        sizes, top_k = _item_action_sets(rows, campaign_id, top_k)
+        names = [f"rank {i}" for i in range(top_k)]
     log = pd.DataFrame({"decision_id": rows["decision_id"].to_numpy(), "action": action.astype(int).to_numpy(),
                         "reward": rows["reward"].to_numpy(), "propensity": prop.astype(float).to_numpy(),
-                        "group": 0})
+                        "group": 0, "n_actions": sizes})
     return log, names
 
 
-def target_probabilities(n: int, actions: list[str], choice: str, target: str) -> np.ndarray:
-    """The n × K probabilities of the target policy (the same in every logged context).
+def _item_action_sets(rows: pd.DataFrame, campaign_id: str, top_k: int | None) -> tuple[np.ndarray, int]:
+    """Each item decision's number of ranks (min(top_k, the user's candidates)), and the policy's top_k.
+
+    Epsilon-greedy gives rank 0 the probability 1 − ε + ε/k and every other rank ε/k, so the logged
+    propensity and the logged ``epsilon_greedy(epsilon=…,top_k=…)`` name give each row's k exactly.
+
+    Raises:
+        InputError: a greedy log (nothing explored), a policy whose action sets cannot be recovered, a
+            ``top_k`` that disagrees with the log, or a propensity the logged policy cannot give.
+    """
+    policies = rows["policy"].fillna("")
+    if (policies == "greedy").any():
+        raise InputError(f"campaign {campaign_id!r} logged its items with a greedy policy (every propensity 1): it "
+                         "never tried another rank, so no other item policy can be estimated from its decisions")
+    parsed = policies.str.extract(_EPSILON_GREEDY.pattern)
+    unknown = parsed[0].isna()
+    if unknown.any():
+        raise InputError(f"cannot tell how many ranks each user had under {policies[unknown].iloc[0]!r}; "
+                         "item estimates need decisions logged by epsilon_greedy(epsilon=…,top_k=…)")
+    eps, logged_k = parsed[0].astype(float).to_numpy(), parsed[1].astype(int).to_numpy()
+    if top_k is not None and (logged_k != top_k).any():
+        raise InputError(f"--top-k {top_k} differs from the top_k {int(logged_k[logged_k != top_k][0])} campaign "
+                         f"{campaign_id!r} logged in decisions.policy")
+    if (eps == 0).any():
+        raise InputError(f"campaign {campaign_id!r} logged its items with epsilon 0: it never tried another rank, so "
+                         "no other item policy can be estimated from its decisions")
+    position = rows["position"].to_numpy(dtype=int)
+    explore = rows["propensity"].to_numpy(dtype=float) - np.where(position == 0, 1 - eps, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.rint(eps / explore)
+    bad = ~((k >= 1) & (k <= logged_k) & (position < k) & np.isclose(k * explore, eps, rtol=1e-6, atol=1e-9))
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} sent decisions of {campaign_id!r} have a propensity that "
+                         f"{policies[bad].iloc[0]} cannot give (e.g. {rows['propensity'][bad].iloc[0]:g} at rank "
+                         f"{position[bad][0]})")
+    return k.astype(int), int(logged_k.max())
+
+
+def target_probabilities(n: int, actions: list[str], choice: str, target: str,
+                         sizes: np.ndarray | None = None) -> np.ndarray:
+    """The n × K probabilities of the target policy in each logged context.
+
+    Args:
+        sizes: each row's action-set size (the log's ``n_actions``): row i can take only
+            ``actions[:sizes[i]]``; None means all K in every row.
 
     Raises:
         InputError: a target this choice does not know, with the ones it does.
     """
     k = len(actions)
-    probs = np.zeros(k)
+    size = np.full(n, k) if sizes is None else np.asarray(sizes, dtype=int)
+    allowed = np.arange(k)[None, :] < size[:, None]
+    probs = np.zeros((n, k))
     if choice == "copy" and target == "uniform":
-        probs[:] = 1 / k
+        probs[:] = allowed / size[:, None]
     elif choice == "copy" and target.startswith("always:") and target[7:] in actions:
-        probs[actions.index(target[7:])] = 1.0
+        probs[:, actions.index(target[7:])] = 1.0
     elif choice == "item" and target == "greedy":
-        probs[0] = 1.0
+        probs[:, 0] = 1.0
     elif choice == "item" and target.startswith("epsilon:"):
         try:
             eps = float(target[8:])
@@ -93,12 +150,12 @@ def target_probabilities(n: int, actions: list[str], choice: str, target: str) -
             eps = -1.0
         if not 0 <= eps <= 1:
             raise InputError(f"epsilon must be a number in [0, 1], got {target[8:]!r}")
-        probs[:] = eps / k
-        probs[0] += 1 - eps
+        probs[:] = allowed * eps / size[:, None]
+        probs[:, 0] += 1 - eps
     else:
         known = (["uniform"] + [f"always:{a}" for a in actions]) if choice == "copy" else ["greedy", "epsilon:<e>"]
         raise InputError(f"unknown target {target!r} for choice {choice!r}; choose from {', '.join(known)}")
-    return np.tile(probs, (n, 1))
+    return probs
 
 
 @dataclass(frozen=True)
@@ -114,10 +171,10 @@ class OwnLogEstimate:
 
 
 def estimate_campaign_policy(con: duckdb.DuckDBPyConnection, campaign_id: str, target: str, rng: np.random.Generator,
-                             choice: str = "copy", reward: str = "clicked", top_k: int = 10,
+                             choice: str = "copy", reward: str = "clicked", top_k: int | None = None,
                              n_boot: int = 500) -> OwnLogEstimate:
     """Estimate the mean reward per send ``target`` would have had on this campaign's users."""
     log, actions = campaign_log(con, campaign_id, choice, reward, top_k)
-    probs = target_probabilities(len(log), actions, choice, target)
+    probs = target_probabilities(len(log), actions, choice, target, log["n_actions"].to_numpy())
     estimates = estimate_policy_value(log, probs, rng, reward_model=shrunk_ctr_model(), n_boot=n_boot)
     return OwnLogEstimate(campaign_id, choice, target, len(log), float(log["reward"].mean()), estimates)

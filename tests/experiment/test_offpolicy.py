@@ -21,20 +21,25 @@ RANK_CTR = [0.25] + [0.05] * 9
 EPSILON = 0.3
 
 
-def _world(n: int = 4000, seed: int = 3, path: str = ":memory:") -> Store:
-    """Copy logged uniform over two templates, items epsilon-greedy over 10 ranks; clicks drawn from the rates."""
+def _world(n: int = 4000, seed: int = 3, path: str = ":memory:", ranks: np.ndarray | None = None) -> Store:
+    """Copy logged uniform over two templates, items epsilon-greedy over 10 ranks; clicks drawn from the rates.
+
+    ``ranks``: each user's number of candidates (the policy explores min(10, that) ranks); 10 for all by default.
+    """
     rng = np.random.default_rng(seed)
     template = rng.choice(list(TEMPLATE_CTR), n)
     explore = rng.random(n) < EPSILON
-    rank = np.where(explore, rng.integers(0, 10, n), 0)
+    k = np.full(n, 10) if ranks is None else np.minimum(ranks, 10)
+    rank = np.where(explore, rng.integers(0, 10, n) % k, 0) if ranks is None else \
+        np.where(explore, np.floor(rng.random(n) * k).astype(int), 0)
     ctr = np.array([TEMPLATE_CTR[t] for t in template]) * np.array(RANK_CTR)[rank] / RANK_CTR[0]
     clicked = rng.random(n) < ctr
     ids = [f"d{i:05d}" for i in range(n)]
     decisions = pd.DataFrame({
         "decision_id": ids, "campaign_id": "c1", "user_id": [f"u{i}" for i in range(n)], "arm": "treatment",
         "action": "send", "position": rank, "template_id": template,
-        "propensity": EPSILON / 10 + (1 - EPSILON) * (rank == 0), "template_propensity": 0.5,
-        "policy": "epsilon_greedy", "send_at": pd.Timestamp(NOW), "message_class": "marketing",
+        "propensity": EPSILON / k + (1 - EPSILON) * (rank == 0), "template_propensity": 0.5,
+        "policy": f"epsilon_greedy(epsilon={EPSILON:g},top_k=10)", "send_at": pd.Timestamp(NOW), "message_class": "marketing",
         "as_of": pd.Timestamp(NOW), "created_at": pd.Timestamp(NOW)})
     sends = pd.DataFrame({"send_id": [f"s{i:05d}" for i in range(n)], "decision_id": ids, "campaign_id": "c1",
                           "user_id": decisions["user_id"], "device_id": "dev", "vendor": "fcm",
@@ -134,3 +139,43 @@ def test_cli_prints_the_estimates_as_json(tmp_path, capsys):
     assert (out["sends"], out["choice"], out["reward"]) == (1000, "copy", "clicked")
     assert set(out["estimates"]) == {"ipw", "snipw", "dm", "dr"}
     assert out["estimates"]["dr"]["ci"][0] < out["estimates"]["dr"]["value"] < out["estimates"]["dr"]["ci"][1]
+
+
+def test_an_epsilon_target_explores_each_users_own_ranks_as_the_logged_policy_did():
+    """Users with 3 candidates were explored over 3 ranks: a target over 10 ranks would put 70 % of its
+    exploration on items those users never had, and its estimate would mix in ranks that do not exist."""
+    n = 6000
+    ranks = np.where(np.arange(n) % 2 == 0, 3, 10)
+    with _world(n=n, seed=5, ranks=ranks) as store:
+        log, _ = campaign_log(store.con, "c1", "item")
+        assert sorted(set(log["n_actions"])) == [3, 10]
+        out = estimate_campaign_policy(store.con, "c1", "epsilon:1", np.random.default_rng(0), choice="item",
+                                       n_boot=200)
+        probs = target_probabilities(len(log), [f"rank {i}" for i in range(10)], "item", "epsilon:1",
+                                     log["n_actions"].to_numpy())
+    # truth: templates as logged (mean 0.20 at rank 0), every rank of the user's own set alike
+    truth = 0.20 * (0.5 * (1 + 2 * 0.2) / 3 + 0.5 * (0.1 + 0.9 * 0.2))
+    assert probs[0, 3:].sum() == 0 and probs[0, :3] == pytest.approx([1 / 3] * 3)
+    for name in ("ipw", "snipw", "dr"):
+        assert out.estimates[name].relative_error(truth) < 0.15, (name, out.estimates[name], truth)
+
+
+@pytest.mark.parametrize(("policy", "propensity", "top_k", "message"), [
+    ("greedy", 1.0, None, "campaign 'c1' logged its items with a greedy policy (every propensity 1): it never "
+                          "tried another rank, so no other item policy can be estimated from its decisions"),
+    ("epsilon_greedy(epsilon=0.3,top_k=10)", 0.03, 5, "--top-k 5 differs from the top_k 10 campaign 'c1' "
+                                                       "logged in decisions.policy"),
+    ("epsilon_greedy(epsilon=0.3,top_k=10)", 0.2, None, "1 sent decisions of 'c1' have a propensity that "
+                                                        "epsilon_greedy(epsilon=0.3,top_k=10) cannot give"),
+    ("softmax(temperature=1,top_k=10)", 0.2, None, "cannot tell how many ranks each user had under "
+                                                   "'softmax(temperature=1,top_k=10)'"),
+])
+def test_item_logs_the_estimators_cannot_use_are_refused_with_the_reason(policy, propensity, top_k, message):
+    with Store(":memory:") as store:
+        store.execute("""INSERT INTO decisions (decision_id, campaign_id, user_id, arm, action, position, template_id,
+                                                propensity, template_propensity, policy, message_class, as_of,
+                                                created_at)
+                         VALUES ('d1', 'c1', 'u1', 'treatment', 'send', 1, 't', ?, 1.0, ?, 'marketing', now(), now())""",
+                      [propensity, policy])
+        with pytest.raises(InputError, match=re.escape(message)):
+            campaign_log(store.con, "c1", "item", top_k=top_k)
