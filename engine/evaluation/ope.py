@@ -49,8 +49,16 @@ class Estimate:
         return self.low <= value <= self.high
 
 
-def check_log(log: pd.DataFrame, target: np.ndarray) -> None:
+def _numbers(column: pd.Series) -> np.ndarray:
+    """A column as float64; text, None and anything else that is not a number become NaN."""
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
+
+
+def check_log(log: pd.DataFrame, target: np.ndarray) -> pd.DataFrame:
     """Validate a log against the contract of the module docstring.
+
+    Returns:
+        The log with ``action`` as int64 and ``reward``, ``propensity`` as float64 (other columns kept).
 
     Raises:
         InputError: with an exact message naming the first broken rule.
@@ -60,16 +68,26 @@ def check_log(log: pd.DataFrame, target: np.ndarray) -> None:
         raise InputError(f"bandit log lacks column(s): {', '.join(missing)}")
     if len(log) == 0:
         raise InputError("bandit log is empty")
-    p = log["propensity"].to_numpy(dtype="float64")
+    p = _numbers(log["propensity"])
     if not np.all((p > 0) & (p <= 1)):
         raise InputError("propensity must be in (0, 1] on every row")
+    r = _numbers(log["reward"])
+    if not np.isfinite(r).all():
+        raise InputError(f"reward must be a finite number on every row ({int((~np.isfinite(r)).sum())} missing or infinite)")
+    a = _numbers(log["action"])
+    whole = np.isfinite(a) & (a == np.round(a))
+    if not whole.all():
+        raise InputError(f"action must be a whole number on every row ({int((~whole).sum())} are not)")
+    target = np.asarray(target)
     if target.ndim != 2 or target.shape[0] != len(log):
         raise InputError(f"target must be an array of shape (rows, actions), got {target.shape} for {len(log)} rows")
-    a = log["action"].to_numpy()
     if a.min() < 0 or a.max() >= target.shape[1]:
         raise InputError(f"action must be in [0, {target.shape[1]}) to index target")
+    if not np.all((target >= 0) & (target <= 1)):
+        raise InputError("target probabilities must be in [0, 1] in every row")
     if not np.allclose(target.sum(axis=1), 1.0, atol=1e-6):
         raise InputError("target probabilities must sum to 1 in every row")
+    return log.assign(action=a.astype("int64"), reward=r, propensity=p)
 
 
 def shrunk_ctr_model(strength: float = 200.0) -> RewardModel:
@@ -136,7 +154,7 @@ def estimate_policy_value(
     unknown = sorted(set(estimators) - set(ESTIMATORS))
     if unknown:
         raise InputError(f"unknown estimator(s): {', '.join(unknown)}; choose from {', '.join(ESTIMATORS)}")
-    check_log(log, target)
+    log = check_log(log, target)
     names = [e for e in estimators if reward_model is not None or e in ("ipw", "snipw")]
     a = log["action"].to_numpy()
     r = log["reward"].to_numpy(dtype="float64")

@@ -107,6 +107,20 @@ def test_another_campaigns_open_bandit_format_logs_with_a_drifting_target():
      "target probabilities must sum to 1 in every row"),
     (pd.DataFrame({"action": [0], "reward": [1.0], "propensity": [0.5]}), np.full((2, 2), 0.5),
      "target must be an array of shape (rows, actions), got (2, 2) for 1 rows"),
+    (pd.DataFrame({"action": [0, 1], "reward": [1.0, np.nan], "propensity": [0.5, 0.5]}), np.full((2, 2), 0.5),
+     "reward must be a finite number on every row (1 missing or infinite)"),
+    (pd.DataFrame({"action": [0.5], "reward": [1.0], "propensity": [0.5]}), np.full((1, 2), 0.5),
+     "action must be a whole number on every row (1 are not)"),
+    (pd.DataFrame({"action": [0, np.nan], "reward": [1.0, 0.0], "propensity": [0.5, 0.5]}), np.full((2, 2), 0.5),
+     "action must be a whole number on every row (1 are not)"),
+    (pd.DataFrame({"action": ["a"], "reward": [1.0], "propensity": [0.5]}), np.full((1, 2), 0.5),
+     "action must be a whole number on every row (1 are not)"),
+    (pd.DataFrame({"action": [0], "reward": ["yes"], "propensity": [0.5]}), np.full((1, 2), 0.5),
+     "reward must be a finite number on every row (1 missing or infinite)"),
+    (pd.DataFrame({"action": [0], "reward": [1.0], "propensity": ["x"]}), np.full((1, 2), 0.5),
+     "propensity must be in (0, 1] on every row"),
+    (pd.DataFrame({"action": [0], "reward": [1.0], "propensity": [0.5]}), np.array([[1.5, -0.5]]),
+     "target probabilities must be in [0, 1] in every row"),
 ])
 def test_invalid_logs_are_refused_with_exact_messages(log, target, message):
     with pytest.raises(InputError) as err:
