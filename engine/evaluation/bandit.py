@@ -112,7 +112,9 @@ def ope_report(db: Db, seed: int = 7, n_boot: int = 1000, behaviour: str = "rand
     from engine.errors import InputError
     for name, log in logs.items():
         if log.empty:
-            raise InputError(f"no Open Bandit impressions of policy {name!r}; ingest data/open_bandit first")
+            found = ", ".join(f"{p} {n:,}" for p, n in rows["policy"].fillna("unknown").value_counts().sort_index().items())
+            raise InputError(f"no Open Bandit impressions of policy {name!r} (the store has: {found or 'none'}); "
+                             "ingest its log from a folder named after the policy, e.g. open_bandit/bts/all.csv")
     n_actions = int(max(log["action"].max() for log in logs.values())) + 1
     b, t = logs[behaviour], logs[target]
     rng = np.random.default_rng(seed)

@@ -258,9 +258,10 @@ def _policy_from_path(path: str) -> str:
     from pathlib import Path
 
     parts = [p.lower() for p in Path(path).resolve().parts]  # `cd random && ingest all.csv` still says random
-    for name in ("random", "bts"):
-        if name in parts:
-            return name
+    # The folder nearest the file names its policy: data/random/open_bandit/bts/all.csv is a bts log.
+    for part in reversed(parts[:-1]):
+        if part in ("random", "bts"):
+            return part
     return "unknown"
 
 

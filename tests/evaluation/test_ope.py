@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,3 +140,21 @@ def test_estimate_helpers():
     e = Estimate("dm", 0.9, 0.8, 1.1, 10)
     assert e.relative_error(1.0) == pytest.approx(0.1)
     assert e.covers(1.0) and not e.covers(1.2)
+
+
+def test_ope_report_names_the_policies_the_store_has_when_one_is_missing(tmp_path):
+    from engine.evaluation.bandit import ope_report
+    from engine.ingest import ingest_path
+    from engine.store import Store
+
+    src = Path(__file__).resolve().parents[2] / "data" / "open_bandit" / "bts" / "all.csv"
+    header, *rows = src.read_text().splitlines()[:4]
+    path = tmp_path / "logs" / "all.csv"                       # a folder that names no policy
+    path.parent.mkdir()
+    path.write_text("\n".join([header, *rows]) + "\n")
+    with Store(":memory:") as store:
+        ingest_path(store, path)
+        with pytest.raises(InputError) as err:
+            ope_report(store, n_boot=10)
+    assert str(err.value) == ("no Open Bandit impressions of policy 'random' (the store has: unknown 3); ingest its "
+                              "log from a folder named after the policy, e.g. open_bandit/bts/all.csv")

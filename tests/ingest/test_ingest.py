@@ -310,3 +310,15 @@ def test_csv_lines_duckdb_cannot_parse_are_quarantined_and_later_rows_keep_their
                      "u2,click,2024-01-01T00:00:00Z,extra,fields"),
                     (4, 'unknown event type "teleport"', "u3")]
     assert sorted(r[0] for r in store.execute("SELECT user_id FROM events").fetchall()) == ["u1", "u4"]
+
+
+@pytest.mark.parametrize(("folders", "policy"), [(("random", "bts"), "bts"), (("bts", "x", "random"), "random"),
+                                                 (("bts",), "bts"), (("random", "campaign"), "random")])
+def test_the_folder_nearest_an_open_bandit_file_names_its_policy(store, tmp_path, folders, policy):
+    """A workspace folder called 'random' must not turn the bts log inside it into random-policy impressions."""
+    header, first = (DATA / "open_bandit" / "bts" / "all.csv").read_text().splitlines()[:2]
+    path = tmp_path.joinpath(*folders, "all.csv")
+    path.parent.mkdir(parents=True)
+    path.write_text(header + "\n" + first + "\n")
+    ingest_path(store, path)
+    assert store.scalar("SELECT DISTINCT properties->>'policy' FROM events") == policy
