@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from engine.config import Settings
@@ -14,9 +15,15 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from engine.evaluation.report import write_reports
     from engine.evaluation.run import run_evaluation
 
-    ev = run_evaluation(Path(args.data_dir or settings.data_dir), fast=args.fast, seed=settings.seed)
+    # With --json, stdout carries only the report (the keys of evaluation.json); progress goes to stderr.
+    def say(message: str) -> None:
+        print(message, file=sys.stderr if args.json else sys.stdout)
+
+    ev = run_evaluation(Path(args.data_dir or settings.data_dir), fast=args.fast, seed=settings.seed, say=say)
     md, js = write_reports(ev, Path(args.out))
-    print(f"wrote {md} and {js} in {sum(ev.seconds.values()):.0f} s")
+    say(f"wrote {md} and {js} in {sum(ev.seconds.values()):.0f} s")
+    if args.json:
+        print(js.read_text(encoding="utf-8"), end="")
     return 0
 
 

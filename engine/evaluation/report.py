@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,17 @@ def evaluation_json(ev: Evaluation) -> dict[str, Any]:
                 "ground_truth": truth, "no_change": ope.no_change.value, "default_estimator": ope.default_estimator},
         "simulation": {"value": ev.simulation.value, "oracle": ev.simulation.oracle, "random": ev.simulation.random},
     }
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, through dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _ci(m: MetricCI, digits: int = 3) -> str:
@@ -133,5 +145,6 @@ def write_reports(ev: Evaluation, out_dir: Path) -> tuple[Path, Path]:
           ev.ope.ground_truth.value, "truth (bts logs)")
     md, js = out_dir / "evaluation.md", out_dir / "evaluation.json"
     md.write_text(_markdown(ev), encoding="utf-8")
-    js.write_text(json.dumps(evaluation_json(ev), indent=2) + "\n", encoding="utf-8")
+    # NaN (e.g. a relative error against a truth of 0) is not JSON: it is written as null.
+    js.write_text(json.dumps(_finite(evaluation_json(ev)), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return md, js

@@ -15,8 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_evaluate_fast_writes_every_key(tmp_path, capsys):
     out = tmp_path / "reports"
-    assert main(["evaluate", "--fast", "--out", str(out), "--data-dir", str(REPO / "data")]) == 0
+    assert main(["evaluate", "--fast", "--out", str(out), "--data-dir", str(REPO / "data"), "--json"]) == 0
     report = json.loads((out / "evaluation.json").read_text())
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == report          # --json: stdout is the report, nothing else
+    assert "wrote" in printed.err and "evaluate ope" in printed.err
     assert set(report) == {"recommend", "send_time", "ope", "simulation"}
     rec = report["recommend"]
     assert set(rec) == {"recall_at_10", "ndcg_at_10", "popularity", "repeat", "cooccurrence", "als"}
@@ -41,4 +44,10 @@ def test_evaluate_fast_writes_every_key(tmp_path, capsys):
         assert heading in md
     for png in ("evaluation-recommend.png", "evaluation-send-time.png", "evaluation-ope.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "wrote" in capsys.readouterr().out
+
+
+def test_a_nan_in_the_report_is_written_as_null_not_as_invalid_json():
+    from engine.evaluation.report import _finite
+
+    assert json.dumps(_finite({"ope": {"dm": {"relative_error": float("nan"), "ci": [0.1, float("inf")]}}}),
+                      allow_nan=False) == '{"ope": {"dm": {"relative_error": null, "ci": [0.1, null]}}}'
