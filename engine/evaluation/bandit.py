@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from engine.clock import FixedClock
-from engine.evaluation.ope import Estimate, estimate_policy_value, shrunk_ctr_model
+from engine.evaluation.ope import Estimate, WeightCheck, estimate_policy_value, shrunk_ctr_model, weight_check
 from engine.features.base import Db
 from engine.training.artifacts import load_model
 from engine.training.click_obd import ObdConfig, obd_impressions, train_click_obd
@@ -40,6 +40,7 @@ class OpeReport:
     ground_truth: Estimate
     no_change: Estimate
     default_estimator: str
+    weights: WeightCheck | None = None
 
 
 def bandit_log(impressions: pd.DataFrame) -> pd.DataFrame:
@@ -118,11 +119,11 @@ def ope_report(db: Db, seed: int = 7, n_boot: int = 1000, behaviour: str = "rand
     n_actions = int(max(log["action"].max() for log in logs.values())) + 1
     b, t = logs[behaviour], logs[target]
     rng = np.random.default_rng(seed)
-    estimates = estimate_policy_value(b, drift_aware_target(t, b, n_actions), rng, shrunk_ctr_model(),
-                                      n_boot=n_boot)
+    target_probs = drift_aware_target(t, b, n_actions)
+    estimates = estimate_policy_value(b, target_probs, rng, shrunk_ctr_model(), n_boot=n_boot)
     naive = estimate_policy_value(b, naive_target(t, b, n_actions), rng, estimators=["ipw"], n_boot=n_boot)["ipw"]
     return OpeReport(estimates, naive, _rate(t["reward"].to_numpy(), rng, n_boot),
-                     _rate(b["reward"].to_numpy(), rng, n_boot), DEFAULT_ESTIMATOR)
+                     _rate(b["reward"].to_numpy(), rng, n_boot), DEFAULT_ESTIMATOR, weight_check(b, target_probs))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ import pandas as pd
 
 from engine.errors import InputError
 
-__all__ = ["ESTIMATORS", "Estimate", "RewardModel", "check_log", "estimate_policy_value", "shrunk_ctr_model"]
+__all__ = ["ESTIMATORS", "Estimate", "RewardModel", "WeightCheck", "check_log", "estimate_policy_value", "shrunk_ctr_model",
+           "weight_check"]
 
 ESTIMATORS = ("ipw", "snipw", "dm", "dr")
 
@@ -52,6 +53,58 @@ class Estimate:
 def _numbers(column: pd.Series) -> np.ndarray:
     """A column as float64; text, None and anything else that is not a number become NaN."""
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
+
+
+@dataclass(frozen=True)
+class WeightCheck:
+    """Whether the importance weights behave as the estimators assume.
+
+    With the logging policy's true propensities and a target it covers, the weight target/propensity
+    averages 1 (its expectation is the target's total probability). Far above 1: the logged
+    propensities are smaller than the probabilities that really chose the actions (e.g. another
+    policy's, or a uniform 1/K kept after a subset of the actions was dropped); below 1: the target
+    puts probability on actions the log never took, which IPW counts as no reward.
+
+    Attributes:
+        mean, low, high: mean weight and its 95 % normal interval.
+        max: the largest weight.
+        unlogged_mass: the target's mean probability on (group, action) pairs no logged row shows.
+        ok: 1 is inside [low, high] widened by 5 %, and unlogged_mass is below 1 %.
+    """
+
+    mean: float
+    low: float
+    high: float
+    max: float
+    unlogged_mass: float
+
+    @property
+    def ok(self) -> bool:
+        return self.low - 0.05 <= 1.0 <= self.high + 0.05 and self.unlogged_mass < 0.01
+
+    def describe(self) -> str:
+        """One line for a report: the figures, and what is wrong when something is."""
+        text = (f"importance weights average {self.mean:.3f} [{self.low:.3f}, {self.high:.3f}] (1 expected), "
+                f"max {self.max:.1f}; target probability on actions never logged {self.unlogged_mass:.1%}")
+        if self.unlogged_mass >= 0.01:
+            return text + ": WARNING the log does not cover the target, IPW-type estimates are biased low"
+        if not self.ok:
+            return text + ": WARNING the logged propensities do not look like the logging policy's"
+        return text
+
+
+def weight_check(log: pd.DataFrame, target: np.ndarray) -> WeightCheck:
+    """Diagnose the importance weights of a log that :func:`check_log` accepts (see :class:`WeightCheck`)."""
+    log = check_log(log, target)
+    a, p = log["action"].to_numpy(), log["propensity"].to_numpy()
+    w = target[np.arange(len(a)), a] / p
+    half = 1.96 * w.std(ddof=1) / np.sqrt(len(w)) if len(w) > 1 else float("inf")
+    groups = log["group"].to_numpy() if "group" in log.columns else np.zeros(len(log), dtype=int)
+    codes, uniques = pd.factorize(groups)
+    seen = np.zeros((len(uniques), target.shape[1]), dtype=bool)
+    seen[codes, a] = True
+    unlogged = float((target * ~seen[codes]).sum(axis=1).mean())
+    return WeightCheck(float(w.mean()), float(w.mean() - half), float(w.mean() + half), float(w.max()), unlogged)
 
 
 def check_log(log: pd.DataFrame, target: np.ndarray) -> pd.DataFrame:

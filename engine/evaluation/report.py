@@ -106,6 +106,7 @@ def _markdown(ev: Evaluation) -> str:
             f"Truth (click rate in the bts logs): {_ci(MetricCI(truth, ope.ground_truth.low, ope.ground_truth.high), 4)}; "
             f"no change (the random logs' own rate): {_ci(MetricCI(ope.no_change.value, ope.no_change.low, ope.no_change.high), 4)}, "
             f"relative error {ope.no_change.relative_error(truth):.3f}. Default estimator: **{ope.default_estimator}**.", "",
+            *([f"Weights: {ope.weights.describe()}.", ""] if ope.weights is not None else []),
             "![ope](evaluation-ope.png)", "",
             "| estimator | estimate [95 %] | relative error | interval covers truth |", "|---|---|---|---|"]
     for name, e in {**ope.estimates, "ipw, naive averaged propensities": ope.naive_ipw}.items():

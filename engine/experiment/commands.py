@@ -85,13 +85,19 @@ def cmd_ope(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"campaign_id": out.campaign_id, "choice": out.choice, "target": out.target,
                           "reward": args.reward, "sends": out.n, "logged_policy": out.logged, "database": origin,
                           "estimates": {k: {"value": e.value, "ci": [e.low, e.high]}
-                                        for k, e in out.estimates.items()}}, indent=2))
+                                        for k, e in out.estimates.items()},
+                          "weights": None if out.weights is None else {
+                              "mean": out.weights.mean, "ci": [out.weights.low, out.weights.high],
+                              "max": out.weights.max, "unlogged_mass": out.weights.unlogged_mass,
+                              "ok": out.weights.ok}}, indent=2))
         return 0
     print(f"campaign {out.campaign_id}: {out.n:,} sent decisions; the logged policy's {args.reward} rate "
           f"{_pct(out.logged)}")
     print(f"target {out.target!r} ({out.choice}), estimated {args.reward} rate per send:")
     for name, e in out.estimates.items():
         print(f"  {name:<6} {_pct(e.value):>8}  95% interval [{_pct(e.low)}, {_pct(e.high)}]")
+    if out.weights is not None:
+        print(out.weights.describe())
     print("ipw: inverse propensity weighting; snipw: self-normalised; dm: direct method (shrunk per-action "
           "rates); dr: doubly robust. Intervals: bootstrap over decisions.")
     return 0

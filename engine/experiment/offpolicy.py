@@ -28,7 +28,7 @@ import pandas as pd
 from engine.analytics.filters import Filters, fetch_df
 from engine.analytics.funnel import send_outcomes
 from engine.errors import InputError
-from engine.evaluation.ope import Estimate, estimate_policy_value, shrunk_ctr_model
+from engine.evaluation.ope import Estimate, WeightCheck, estimate_policy_value, shrunk_ctr_model, weight_check
 
 __all__ = ["OwnLogEstimate", "campaign_log", "estimate_campaign_policy", "target_probabilities"]
 
@@ -168,6 +168,7 @@ class OwnLogEstimate:
     n: int
     logged: float
     estimates: dict[str, Estimate]
+    weights: WeightCheck | None = None
 
 
 def estimate_campaign_policy(con: duckdb.DuckDBPyConnection, campaign_id: str, target: str, rng: np.random.Generator,
@@ -177,4 +178,5 @@ def estimate_campaign_policy(con: duckdb.DuckDBPyConnection, campaign_id: str, t
     log, actions = campaign_log(con, campaign_id, choice, reward, top_k)
     probs = target_probabilities(len(log), actions, choice, target, log["n_actions"].to_numpy())
     estimates = estimate_policy_value(log, probs, rng, reward_model=shrunk_ctr_model(), n_boot=n_boot)
-    return OwnLogEstimate(campaign_id, choice, target, len(log), float(log["reward"].mean()), estimates)
+    return OwnLogEstimate(campaign_id, choice, target, len(log), float(log["reward"].mean()), estimates,
+                          weight_check(log, probs))

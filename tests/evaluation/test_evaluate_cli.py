@@ -42,6 +42,7 @@ def test_evaluate_fast_writes_every_key(tmp_path, capsys):
     md = (out / "evaluation.md").read_text()
     for heading in ("## Recommendations", "## Send time", "## Off-policy evaluation", "## Click model", "## Known truth"):
         assert heading in md
+    assert "Weights: importance weights average" in md   # the check that the propensities are the logging policy's
     for png in ("evaluation-recommend.png", "evaluation-send-time.png", "evaluation-ope.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -158,3 +158,21 @@ def test_ope_report_names_the_policies_the_store_has_when_one_is_missing(tmp_pat
             ope_report(store, n_boot=10)
     assert str(err.value) == ("no Open Bandit impressions of policy 'random' (the store has: unknown 3); ingest its "
                               "log from a folder named after the policy, e.g. open_bandit/bts/all.csv")
+
+
+def test_weight_check_flags_propensities_of_the_wrong_policy_and_a_target_the_log_does_not_cover():
+    from engine.evaluation.ope import weight_check
+
+    log = _uniform_log(20_000, 11)
+    target = np.tile([0.1, 0.1, 0.2, 0.3, 0.3], (len(log), 1))
+    good = weight_check(log, target)
+    assert good.ok and good.low <= 1 <= good.high and good.unlogged_mass == 0 and "WARNING" not in good.describe()
+    # another campaign's log: only actions 0-1 shown, but the propensities still say 1/5 (the old policy's)
+    subset = log[log["action"] < 2].reset_index(drop=True)
+    stale = weight_check(subset, np.tile([0.5, 0.5, 0, 0, 0], (len(subset), 1)))
+    assert stale.mean == pytest.approx(2.5) and not stale.ok
+    assert stale.describe().endswith("WARNING the logged propensities do not look like the logging policy's")
+    # a target that puts 60 % on actions the log never took
+    uncovered = weight_check(subset.assign(propensity=0.5), np.tile([0.2, 0.2, 0.2, 0.2, 0.2], (len(subset), 1)))
+    assert uncovered.unlogged_mass == pytest.approx(0.6) and not uncovered.ok
+    assert uncovered.describe().endswith("WARNING the log does not cover the target, IPW-type estimates are biased low")

@@ -138,6 +138,7 @@ def test_cli_prints_the_estimates_as_json(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert (out["sends"], out["choice"], out["reward"]) == (1000, "copy", "clicked")
     assert set(out["estimates"]) == {"ipw", "snipw", "dm", "dr"}
+    assert out["weights"]["ok"] is True and out["weights"]["unlogged_mass"] == 0
     assert out["estimates"]["dr"]["ci"][0] < out["estimates"]["dr"]["value"] < out["estimates"]["dr"]["ci"][1]
 
 
