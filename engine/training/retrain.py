@@ -5,7 +5,8 @@ A run at ``as_of`` trains a new ``click`` model on data before the newest label 
 champion on the same rows of that window, which neither has seen. The challenger is promoted (the
 ``models/click/CHAMPION`` pointer is rewritten) only when its AUC beats the champion's by at least
 ``margin``; the first run, or a champion that cannot score the current features, promotes outright.
-Every run is recorded in ``retrain_runs`` (migration 004), promoted or not. The APScheduler wiring
+Every run is recorded in ``retrain_runs`` (migration 004), promoted or not, and so is a run that fails
+(reason ``failed: …``, migration 010). The APScheduler wiring
 that repeats it on ``Settings.retrain_cron`` sits at the bottom of this module.
 """
 
@@ -19,10 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from engine.clock import Clock
-from engine.errors import ModelError
+from engine.errors import ModelError, PushwiseError
 from engine.features.base import PURCHASE_TYPES, check_as_of
 from engine.schedule.cron import crontab_trigger
 from engine.store import Store
@@ -45,14 +47,14 @@ class RetrainReport:
     run_id: str
     model_name: str
     started_at: datetime
-    train_until: datetime
-    eval_start: datetime
-    eval_end: datetime
+    train_until: datetime | None        # None: the run failed before it had a data window
+    eval_start: datetime | None
+    eval_end: datetime | None
     champion_version: str | None
-    challenger_version: str
+    challenger_version: str | None      # None: the run failed before a challenger was saved
     metric: str
     champion_score: float | None
-    challenger_score: float
+    challenger_score: float | None
     margin: float
     promoted: bool
     reason: str
@@ -94,6 +96,25 @@ def retrain(store: Store, models_dir: str | Path, clock: Clock, *, as_of: dateti
         incumbent: str | None = serving_version(store, models_dir, MODEL).version
     except ModelError:
         incumbent = None
+    try:
+        report = _challenge(store, models_dir, clock, as_of, margin, config, started, incumbent)
+    except Exception as exc:
+        # A failed run is a run: the table says it happened, when, against which champion, and why.
+        _record_failure(store, RetrainReport(
+            run_id=f"{MODEL}/failed-{started.strftime('%Y%m%dT%H%M%S.%fZ')}", model_name=MODEL, started_at=started,
+            train_until=None, eval_start=None, eval_end=None, champion_version=incumbent, challenger_version=None,
+            metric="auc", champion_score=None, challenger_score=None, margin=margin, promoted=False,
+            reason=f"failed: {exc}", metrics={"error": type(exc).__name__}))
+        log.error("retrain failed: %s", exc)
+        raise
+    _record(store, report)
+    log.info("retrain %s: %s (%s)", report.run_id, "promoted" if report.promoted else "kept champion", report.reason)
+    return report
+
+
+def _challenge(store: Store, models_dir: str | Path, clock: Clock, as_of: datetime, margin: float,
+               config: ClickConfig, started: datetime, incumbent: str | None) -> RetrainReport:
+    """Train the challenger, judge it against ``incumbent`` and promote it if it wins (not yet recorded)."""
     result = train_click(store, as_of, models_dir, clock, config)
     until = data_end(store, check_as_of(as_of), PURCHASE_TYPES)
     eval_start = until - timedelta(days=config.data.label_days)
@@ -126,15 +147,12 @@ def retrain(store: Store, models_dir: str | Path, clock: Clock, *, as_of: dateti
             reason = f"AUC {'+' if gain >= 0 else ''}{gain:.4f} vs margin {margin:.4f}"
     if promoted:
         set_champion(models_dir, MODEL, result.version)
-    report = RetrainReport(
+    return RetrainReport(
         run_id=f"{MODEL}/{result.version}", model_name=MODEL, started_at=started, train_until=until,
         eval_start=eval_start, eval_end=until, champion_version=incumbent, challenger_version=result.version,
         metric="auc", champion_score=champ_score, challenger_score=float(metrics["challenger"]["auc"]),
         margin=margin, promoted=promoted, reason=reason, metrics=metrics,
     )
-    _record(store, report)
-    log.info("retrain %s: %s (%s)", report.run_id, "promoted" if promoted else "kept champion", reason)
-    return report
 
 
 def _saw(card: dict[str, Any], start: datetime, end: datetime) -> bool | None:
@@ -148,6 +166,14 @@ def _saw(card: dict[str, Any], start: datetime, end: datetime) -> bool | None:
         return None
     return any(start < datetime.fromisoformat(s) + timedelta(days=days) and datetime.fromisoformat(s) < end
                for s in snapshots)
+
+
+def _record_failure(store: Store, r: RetrainReport) -> None:
+    """Record a failed run; a store that cannot take the row is logged, so the run's own error is what surfaces."""
+    try:
+        _record(store, r)
+    except (PushwiseError, duckdb.Error) as exc:
+        log.error("could not record the failed retrain run %s: %s", r.run_id, exc)
 
 
 def _record(store: Store, r: RetrainReport) -> None:

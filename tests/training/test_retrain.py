@@ -180,3 +180,24 @@ def test_cli_retrain_refuses_a_bad_cron_with_a_message_not_a_traceback(cron, tmp
     assert main(["retrain"]) != 0
     err = capsys.readouterr().err
     assert err.startswith("pushwise: error: invalid configuration") and f"retrain_cron {cron!r}" in err
+
+
+def test_a_run_that_fails_is_recorded_too_and_the_champion_stays(tmp_path):
+    """A scheduled run whose training fails (here: no purchases before the window) leaves a row saying why."""
+    from engine.errors import ModelError
+
+    models = tmp_path / "models"
+    with Store(":memory:") as empty:
+        empty.execute("""INSERT INTO events (event_id, user_id, item_id, event_type, ts, properties, source, simulated,
+                                             ingested_at)
+                         VALUES ('e1', 'u1', 'i1', 'purchase', TIMESTAMPTZ '2011-01-05 10:00:00+00', '{}', 'events',
+                                 false, now())""")
+        with pytest.raises(ModelError) as err:
+            retrain(empty, models, FixedClock(T0), as_of=AS_OF, margin=0.005, config=WEAK)
+        runs = retrain_runs(empty.con, "click")
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert not run["promoted"] and run["challenger_version"] is None and np.isnan(run["challenger_score"])
+    assert run["reason"] == f"failed: {err.value}"
+    assert run["started_at"] == T0 and run["metrics"] == {"error": "ModelError"}
+    assert champion_version(models) is None
