@@ -91,7 +91,8 @@ def cmd_ope(args: argparse.Namespace, settings: Settings) -> int:
                               "max": out.weights.max, "unlogged_mass": out.weights.unlogged_mass,
                               "ok": out.weights.ok}}, indent=2))
         return 0
-    print(f"campaign {out.campaign_id}: {out.n:,} sent decisions; the logged policy's {args.reward} rate "
+    counted = "sent decisions" if out.choice == "copy" else "decisions sent or skipped by [volume] for their item"
+    print(f"campaign {out.campaign_id}: {out.n:,} {counted}; the logged policy's {args.reward} rate "
           f"{_pct(out.logged)}")
     print(f"target {out.target!r} ({out.choice}), estimated {args.reward} rate per send:")
     for name, e in out.estimates.items():

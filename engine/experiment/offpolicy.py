@@ -13,7 +13,10 @@ code that judges the Open Bandit logs) apply unchanged to a campaign's own rows:
   target explores the same ranks the logged policy could have drawn for that user.
 
 The reward is the funnel's ``clicked`` or ``opened`` (`engine.analytics.funnel.send_outcomes`) over the
-campaign's sent decisions, undelivered ones counting 0. Holdout and skipped decisions have no action.
+campaign's sent decisions, undelivered ones counting 0. Holdout and skipped decisions have no action,
+except for the item choice: a ``[volume]`` skip (``low_value``, ``fatigue``) follows from the item drawn,
+so those decisions stay in the item log with reward 0 (the rule would skip that item under any policy);
+leaving them out would keep rank 0 and drop explored low-value ranks, over-stating every target.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from engine.analytics.funnel import send_outcomes
 from engine.errors import InputError
 from engine.evaluation.ope import Estimate, WeightCheck, estimate_policy_value, shrunk_ctr_model, weight_check
 
-__all__ = ["OwnLogEstimate", "campaign_log", "estimate_campaign_policy", "target_probabilities"]
+__all__ = ["ITEM_DEPENDENT_SKIPS", "OwnLogEstimate", "campaign_log", "estimate_campaign_policy", "target_probabilities"]
 
 _REWARDS = ("clicked", "opened")
+#: Skip reasons decided by the drawn item itself (engine.schedule.volume): kept in the item log as reward 0.
+ITEM_DEPENDENT_SKIPS = ("low_value", "fatigue")
 _EPSILON_GREEDY = re.compile(r"epsilon_greedy\(epsilon=([0-9.eE+-]+),top_k=(\d+)\)")
 
 
@@ -58,7 +63,9 @@ def campaign_log(con: duckdb.DuckDBPyConnection, campaign_id: str, choice: str =
     if reward not in _REWARDS:
         raise InputError(f"reward must be one of {', '.join(_REWARDS)}, got {reward!r}")
     decisions = fetch_df(con, """SELECT decision_id, template_id, template_propensity, position, propensity, policy
-                                 FROM decisions WHERE campaign_id = $c AND action = 'send'""", {"c": campaign_id})
+                                 FROM decisions WHERE campaign_id = $c AND (action = 'send' OR $item
+                                       AND action = 'skip' AND list_contains($item_skips, skip_reason))""",
+                         {"c": campaign_id, "item": choice == "item", "item_skips": list(ITEM_DEPENDENT_SKIPS)})
     if decisions.empty:
         raise InputError(f"campaign {campaign_id!r} has no sent decisions to evaluate")
     outcomes = send_outcomes(con, Filters(campaign_id=campaign_id))[["decision_id", reward]]

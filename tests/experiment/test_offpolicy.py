@@ -180,3 +180,26 @@ def test_item_logs_the_estimators_cannot_use_are_refused_with_the_reason(policy,
                       [propensity, policy])
         with pytest.raises(InputError, match=re.escape(message)):
             campaign_log(store.con, "c1", "item", top_k=top_k)
+
+
+def test_items_the_volume_rule_skipped_count_as_decisions_without_a_click():
+    """With [volume], a low-scored item is skipped, not sent: the skip depends on the item drawn, so leaving
+    those decisions out keeps rank 0 and drops the explored low ranks, and over-states every target."""
+    with _world(n=8000, seed=9) as store:
+        skipped = store.con.execute("SELECT decision_id FROM decisions WHERE position >= 5").df()["decision_id"].tolist()
+        store.execute("UPDATE decisions SET action = 'skip', skip_reason = 'low_value' WHERE position >= 5")
+        store.execute("DELETE FROM events WHERE properties->>'send_id' IN (SELECT send_id FROM sends "
+                      "WHERE list_contains($ids, decision_id))", {"ids": skipped})
+        store.execute("DELETE FROM sends WHERE list_contains($ids, decision_id)", {"ids": skipped})
+        log, _ = campaign_log(store.con, "c1", "item")
+        assert len(log) == 8000 and log.loc[log["decision_id"].isin(skipped), "reward"].eq(0).all()
+        greedy = estimate_campaign_policy(store.con, "c1", "greedy", np.random.default_rng(0), choice="item",
+                                          n_boot=200)
+        uniform = estimate_campaign_policy(store.con, "c1", "epsilon:1", np.random.default_rng(0), choice="item",
+                                           n_boot=200)
+        copy_log, _ = campaign_log(store.con, "c1", "copy")      # the copy does not change what is skipped
+        assert len(copy_log) == 8000 - len(skipped)
+    # per decision with an item: greedy always sends rank 0 (0.20); uniform sends ranks 0-4 (0.20, 4 × 0.04)
+    for name in ("ipw", "snipw", "dr"):
+        assert greedy.estimates[name].relative_error(0.20) < 0.1, (name, greedy.estimates[name])
+        assert uniform.estimates[name].relative_error(0.20 * (0.1 + 0.4 * 0.2)) < 0.2, (name, uniform.estimates[name])
