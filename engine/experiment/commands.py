@@ -94,7 +94,8 @@ def cmd_ope(args: argparse.Namespace, settings: Settings) -> int:
     counted = "sent decisions" if out.choice == "copy" else "decisions sent or skipped by [volume] for their item"
     print(f"campaign {out.campaign_id}: {out.n:,} {counted}; the logged policy's {args.reward} rate "
           f"{_pct(out.logged)}")
-    print(f"target {out.target!r} ({out.choice}), estimated {args.reward} rate per send:")
+    per = "send" if out.choice == "copy" else "decision"
+    print(f"target {out.target!r} ({out.choice}), estimated {args.reward} rate per {per}:")
     for name, e in out.estimates.items():
         print(f"  {name:<6} {_pct(e.value):>8}  95% interval [{_pct(e.low)}, {_pct(e.high)}]")
     if out.weights is not None:
