@@ -21,6 +21,7 @@ leaving them out would keep rank 0 and drop explored low-value ranks, over-stati
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -72,7 +73,7 @@ def campaign_log(con: duckdb.DuckDBPyConnection, campaign_id: str, choice: str =
     rows = decisions.merge(outcomes, on="decision_id", how="left").sort_values("decision_id", kind="stable")
     rows["reward"] = rows[reward].fillna(False).astype(float)
     if choice == "copy":
-        names = sorted(rows["template_id"].dropna().unique().tolist())
+        names = _campaign_templates(con, campaign_id, rows["template_id"])
         prop, action = rows["template_propensity"], rows["template_id"].map({t: i for i, t in enumerate(names)})
     else:
         prop, action = rows["propensity"], rows["position"]
@@ -89,6 +90,19 @@ def campaign_log(con: duckdb.DuckDBPyConnection, campaign_id: str, choice: str =
                         "reward": rows["reward"].to_numpy(), "propensity": prop.astype(float).to_numpy(),
                         "group": 0, "n_actions": sizes})
     return log, names
+
+
+def _campaign_templates(con: duckdb.DuckDBPyConnection, campaign_id: str, logged: pd.Series) -> list[str]:
+    """The campaign's templates in its file's order (from ``campaigns.spec``), then any other logged one.
+
+    A template the copy policy never happened to choose is still one a target can choose: leaving it out
+    would make ``uniform`` mean "uniform over the templates that were logged".
+    """
+    spec = fetch_df(con, "SELECT CAST(spec AS VARCHAR) AS spec FROM campaigns WHERE campaign_id = $c", {"c": campaign_id})
+    declared: list[str] = []
+    if not spec.empty and isinstance(spec["spec"].iloc[0], str):
+        declared = [str(t["id"]) for t in json.loads(spec["spec"].iloc[0]).get("templates", []) if "id" in t]
+    return declared + sorted(set(logged.dropna()) - set(declared))
 
 
 def _item_action_sets(rows: pd.DataFrame, campaign_id: str, top_k: int | None) -> tuple[np.ndarray, int]:

@@ -203,3 +203,18 @@ def test_items_the_volume_rule_skipped_count_as_decisions_without_a_click():
     for name in ("ipw", "snipw", "dr"):
         assert greedy.estimates[name].relative_error(0.20) < 0.1, (name, greedy.estimates[name])
         assert uniform.estimates[name].relative_error(0.20 * (0.1 + 0.4 * 0.2)) < 0.2, (name, uniform.estimates[name])
+
+
+def test_a_template_the_campaign_has_but_never_chose_is_part_of_the_copy_targets():
+    """'uniform' means every template of the campaign, not only those the logs happen to show; the weight check
+    then says the log cannot speak for the template it never tried."""
+    with _world(n=2000, seed=4) as store:
+        spec = {"id": "c1", "templates": [{"id": "warm"}, {"id": "plain"}, {"id": "loud"}]}
+        store.execute("INSERT INTO campaigns (campaign_id, name, spec, as_of, created_at) VALUES ('c1', 'C', ?, now(), now())",
+                      [json.dumps(spec)])
+        log, actions = campaign_log(store.con, "c1", "copy")
+        assert actions == ["warm", "plain", "loud"] and set(log["n_actions"]) == {3}
+        uniform = estimate_campaign_policy(store.con, "c1", "uniform", np.random.default_rng(0), n_boot=50)
+        loud = estimate_campaign_policy(store.con, "c1", "always:loud", np.random.default_rng(0), n_boot=50)
+    assert uniform.weights.unlogged_mass == pytest.approx(1 / 3) and not uniform.weights.ok
+    assert loud.weights.unlogged_mass == pytest.approx(1.0) and "WARNING the log does not cover" in loud.weights.describe()
