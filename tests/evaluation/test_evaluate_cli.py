@@ -52,3 +52,12 @@ def test_a_nan_in_the_report_is_written_as_null_not_as_invalid_json():
 
     assert json.dumps(_finite({"ope": {"dm": {"relative_error": float("nan"), "ci": [0.1, float("inf")]}}}),
                       allow_nan=False) == '{"ope": {"dm": {"relative_error": null, "ci": [0.1, null]}}}'
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--db", "mine.duckdb"], ["--db", "mine.duckdb", "evaluate"]])
+def test_a_database_given_to_evaluate_is_refused_not_silently_unused(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--out", str(tmp_path / "reports")]) == 2
+    err = capsys.readouterr().err
+    assert "--db mine.duckdb is not used" in err and "temporary store" in err
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "mine.duckdb").exists()
