@@ -68,6 +68,19 @@ class TrainedModel:
         except (lgb.basic.LightGBMError, ValueError, TypeError) as exc:
             raise ModelError(f"model {self.name}/{self.version} failed to predict: {exc}") from exc
 
+    def in_model_order(self, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+        """The columns of matrix ``x`` (named ``columns``) that the model reads, in its own order (``x``
+        itself when they already are).
+
+        Raises:
+            ModelError: a feature of the model is not among ``columns``.
+        """
+        names = list(columns)
+        missing = [f for f in self.features if f not in names]
+        if missing:
+            raise ModelError(f"model {self.name}/{self.version} needs column(s) missing from the input: {missing}")
+        return x if names == self.features else x[:, [names.index(f) for f in self.features]]
+
     def predict_matrix(self, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
         """Probabilities for the rows of the matrix ``x``, whose columns are named ``columns``.
 
@@ -76,14 +89,9 @@ class TrainedModel:
         Raises:
             ModelError: a feature is not among ``columns`` or LightGBM refuses the input.
         """
-        names = list(columns)
-        missing = [f for f in self.features if f not in names]
-        if missing:
-            raise ModelError(f"model {self.name}/{self.version} needs column(s) missing from the input: {missing}")
+        x = self.in_model_order(x, columns)
         if len(x) == 0:
             return np.zeros(0, dtype="float64")
-        if names != self.features:
-            x = x[:, [names.index(f) for f in self.features]]
         try:
             # every core: a trained model's own num_threads (often 1, for reproducible training) would
             # leave the other idle; predictions do not depend on the thread count
